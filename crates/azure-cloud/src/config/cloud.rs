@@ -1,0 +1,296 @@
+//! Azure cloud environments: the ARM, AAD and token-audience endpoints of each cloud, Azure Stack from a
+//! JSON file, and discovery from `resourceManagerEndpoint` (`<endpoint>/metadata/endpoints`).
+
+use super::CloudConfig;
+use serde_json::Value;
+use std::path::Path;
+
+/// Environment variable naming the Azure Stack environment JSON file.
+pub const ENVIRONMENT_FILEPATH_ENV: &str = "AZURE_ENVIRONMENT_FILEPATH";
+
+/// The api-version upstream uses for endpoint discovery.
+pub const METADATA_API_VERSION: &str = "2019-05-01";
+
+/// Errors resolving the cloud environment.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvironmentError {
+    /// AzureStackCloud without an environment file.
+    #[error("cloud AzureStackCloud needs {ENVIRONMENT_FILEPATH_ENV} naming the environment JSON file, or resourceManagerEndpoint")]
+    StackWithoutFile,
+    /// The environment file could not be read or parsed.
+    #[error("cannot load Azure environment file {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Discovery failed.
+    #[error("cannot discover Azure endpoints from {url}: {reason} (check resourceManagerEndpoint and trustedCACertPath)")]
+    Discovery {
+        /// The metadata URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The clouds known by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnownCloud {
+    /// AzurePublicCloud / AzureCloud.
+    Public,
+    /// AzureChinaCloud.
+    China,
+    /// AzureUSGovernmentCloud / AzureUSGovernment.
+    UsGovernment,
+    /// AzureGermanCloud (retired; kept for old configs).
+    German,
+    /// AzureStackCloud: endpoints from a file or discovery.
+    Stack,
+}
+
+impl KnownCloud {
+    /// Recognises a `cloud` value (case-insensitive); empty means public.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "" | "azurepubliccloud" | "azurecloud" => Some(Self::Public),
+            "azurechinacloud" => Some(Self::China),
+            "azureusgovernmentcloud" | "azureusgovernment" => Some(Self::UsGovernment),
+            "azuregermancloud" => Some(Self::German),
+            "azurestackcloud" => Some(Self::Stack),
+            _ => None,
+        }
+    }
+}
+
+/// The endpoints of one cloud. URLs end with `/`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CloudEnvironment {
+    /// Environment name.
+    pub name: String,
+    /// ARM endpoint, e.g. `https://management.azure.com/`.
+    pub resource_manager_endpoint: String,
+    /// AAD authority host, e.g. `https://login.microsoftonline.com/`.
+    pub active_directory_endpoint: String,
+    /// Token audience (service management endpoint), e.g. `https://management.core.windows.net/`.
+    pub token_audience: String,
+}
+
+fn slash(s: &str) -> String {
+    if s.ends_with('/') {
+        s.to_string()
+    } else {
+        format!("{s}/")
+    }
+}
+
+impl CloudEnvironment {
+    /// The built-in environment of a named cloud (`None` for Azure Stack, which needs a file).
+    pub fn builtin(cloud: KnownCloud) -> Option<Self> {
+        let (name, arm, aad, aud) = match cloud {
+            KnownCloud::Public => (
+                "AzurePublicCloud",
+                "https://management.azure.com/",
+                "https://login.microsoftonline.com/",
+                "https://management.core.windows.net/",
+            ),
+            KnownCloud::China => (
+                "AzureChinaCloud",
+                "https://management.chinacloudapi.cn/",
+                "https://login.chinacloudapi.cn/",
+                "https://management.core.chinacloudapi.cn/",
+            ),
+            KnownCloud::UsGovernment => (
+                "AzureUSGovernmentCloud",
+                "https://management.usgovcloudapi.net/",
+                "https://login.microsoftonline.us/",
+                "https://management.core.usgovcloudapi.net/",
+            ),
+            KnownCloud::German => (
+                "AzureGermanCloud",
+                "https://management.microsoftazure.de/",
+                "https://login.microsoftonline.de/",
+                "https://management.core.cloudapi.de/",
+            ),
+            KnownCloud::Stack => return None,
+        };
+        Some(Self {
+            name: name.into(),
+            resource_manager_endpoint: arm.into(),
+            active_directory_endpoint: aad.into(),
+            token_audience: aud.into(),
+        })
+    }
+
+    /// The OAuth scope for ARM tokens: `<audience>/.default` (with upstream's double slash).
+    pub fn arm_scope(&self) -> String {
+        format!("{}/.default", self.token_audience)
+    }
+
+    /// Parses an Azure Stack environment file (go-autorest `Environment` JSON; keys case-insensitive).
+    pub fn from_environment_file(path: &Path) -> Result<Self, EnvironmentError> {
+        let fail = |reason: String| EnvironmentError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let get = |k: &str| -> Option<String> {
+            v.as_object()?
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                .and_then(|(_, v)| v.as_str())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        let arm = get("resourceManagerEndpoint").ok_or_else(|| fail("resourceManagerEndpoint is missing".into()))?;
+        let aad = get("activeDirectoryEndpoint").ok_or_else(|| fail("activeDirectoryEndpoint is missing".into()))?;
+        let aud = get("tokenAudience")
+            .or_else(|| get("serviceManagementEndpoint"))
+            .ok_or_else(|| fail("tokenAudience and serviceManagementEndpoint are missing".into()))?;
+        Ok(Self {
+            name: get("name").unwrap_or_else(|| "AzureStackCloud".into()),
+            resource_manager_endpoint: slash(&arm),
+            active_directory_endpoint: slash(&aad),
+            token_audience: slash(&aud),
+        })
+    }
+
+    /// Interprets a `/metadata/endpoints` answer: either one object, or (newer api-versions) an array of
+    /// clouds from which the one whose `resourceManager` matches the endpoint (or the first) is taken.
+    pub fn from_metadata(endpoint: &str, body: &Value) -> Result<Self, String> {
+        let entry = match body {
+            Value::Array(list) => list
+                .iter()
+                .find(|e| {
+                    e.get("resourceManager")
+                        .and_then(Value::as_str)
+                        .is_some_and(|r| slash(r).eq_ignore_ascii_case(&slash(endpoint)))
+                })
+                .or_else(|| list.first())
+                .ok_or("empty list of clouds")?,
+            other => other,
+        };
+        let auth = entry.get("authentication").ok_or("no authentication section")?;
+        let login = auth
+            .get("loginEndpoint")
+            .and_then(Value::as_str)
+            .ok_or("no authentication.loginEndpoint")?;
+        let audience = auth
+            .get("audiences")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            .ok_or("no authentication.audiences")?;
+        Ok(Self {
+            name: entry.get("name").and_then(Value::as_str).unwrap_or("AzureStackCloud").to_string(),
+            resource_manager_endpoint: slash(endpoint),
+            active_directory_endpoint: slash(login),
+            token_audience: slash(audience),
+        })
+    }
+
+    /// Resolves the environment of a config: discovery from `resourceManagerEndpoint` when set, an
+    /// Azure Stack file when `cloud` is AzureStackCloud, else the named cloud (unknown names → public,
+    /// as upstream).
+    pub async fn resolve(
+        cfg: &CloudConfig,
+        http: &reqwest::Client,
+        env: super::EnvLookup<'_>,
+    ) -> Result<Self, EnvironmentError> {
+        let known = KnownCloud::from_name(&cfg.cloud).unwrap_or(KnownCloud::Public);
+        if known == KnownCloud::Stack && !cfg.resource_manager_endpoint.is_empty() {
+            if let Some(file) = env(ENVIRONMENT_FILEPATH_ENV) {
+                return Self::from_environment_file(Path::new(&file));
+            }
+        }
+        if !cfg.resource_manager_endpoint.is_empty() {
+            return Self::discover(&cfg.resource_manager_endpoint, http).await;
+        }
+        if known == KnownCloud::Stack {
+            let file = env(ENVIRONMENT_FILEPATH_ENV).ok_or(EnvironmentError::StackWithoutFile)?;
+            return Self::from_environment_file(Path::new(&file));
+        }
+        Self::builtin(known).ok_or(EnvironmentError::StackWithoutFile)
+    }
+
+    /// GET `<endpoint>/metadata/endpoints?api-version=2019-05-01` and interpret it.
+    pub async fn discover(endpoint: &str, http: &reqwest::Client) -> Result<Self, EnvironmentError> {
+        let url = format!("{}metadata/endpoints?api-version={METADATA_API_VERSION}", slash(endpoint));
+        let fail = |reason: String| EnvironmentError::Discovery {
+            url: url.clone(),
+            reason,
+        };
+        let resp = http.get(&url).send().await.map_err(|e| fail(crate::http::describe_error(&e)))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
+        if !status.is_success() {
+            return Err(fail(format!("HTTP {status}")));
+        }
+        let v: Value = serde_json::from_slice(&body).map_err(|e| fail(format!("invalid JSON: {e}")))?;
+        Self::from_metadata(endpoint, &v).map_err(|r| fail(r.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names() {
+        let cases = [
+            ("", Some(KnownCloud::Public)),
+            ("AzureCloud", Some(KnownCloud::Public)),
+            ("azurepubliccloud", Some(KnownCloud::Public)),
+            ("AzureChinaCloud", Some(KnownCloud::China)),
+            ("AzureUSGovernment", Some(KnownCloud::UsGovernment)),
+            ("AzureUSGovernmentCloud", Some(KnownCloud::UsGovernment)),
+            ("AzureGermanCloud", Some(KnownCloud::German)),
+            ("AZURESTACKCLOUD", Some(KnownCloud::Stack)),
+            ("Mars", None),
+        ];
+        for (n, want) in cases {
+            assert_eq!(KnownCloud::from_name(n), want, "{n}");
+        }
+        let china = CloudEnvironment::builtin(KnownCloud::China).unwrap();
+        assert_eq!(china.resource_manager_endpoint, "https://management.chinacloudapi.cn/");
+        assert_eq!(
+            CloudEnvironment::builtin(KnownCloud::Public).unwrap().arm_scope(),
+            "https://management.core.windows.net//.default"
+        );
+    }
+
+    #[test]
+    fn metadata_object_and_array() {
+        let obj = json!({"name":"AzureStack","authentication":{"loginEndpoint":"https://login.local","audiences":["https://aud.local/"]}});
+        let e = CloudEnvironment::from_metadata("https://arm.local", &obj).unwrap();
+        assert_eq!(e.resource_manager_endpoint, "https://arm.local/");
+        assert_eq!(e.active_directory_endpoint, "https://login.local/");
+        assert_eq!(e.token_audience, "https://aud.local/");
+        let arr = json!([
+            {"name":"Other","resourceManager":"https://other/","authentication":{"loginEndpoint":"https://x/","audiences":["https://x/"]}},
+            {"name":"Mine","resourceManager":"https://arm.local/","authentication":{"loginEndpoint":"https://l/","audiences":["https://a/"]}}
+        ]);
+        assert_eq!(CloudEnvironment::from_metadata("https://arm.local", &arr).unwrap().name, "Mine");
+        assert!(CloudEnvironment::from_metadata("https://arm.local", &json!({})).is_err());
+    }
+
+    #[test]
+    fn stack_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("env.json");
+        std::fs::write(
+            &p,
+            r#"{"name":"AzureStackCloud","ResourceManagerEndpoint":"https://management.local.azurestack.external","activeDirectoryEndpoint":"https://adfs.local/adfs/","serviceManagementEndpoint":"https://management.adfs.local/"}"#,
+        )
+        .unwrap();
+        let e = CloudEnvironment::from_environment_file(&p).unwrap();
+        assert_eq!(e.resource_manager_endpoint, "https://management.local.azurestack.external/");
+        assert_eq!(e.token_audience, "https://management.adfs.local/");
+        std::fs::write(&p, "{}").unwrap();
+        let err = CloudEnvironment::from_environment_file(&p).unwrap_err().to_string();
+        assert!(err.contains("resourceManagerEndpoint is missing"), "{err}");
+    }
+}
