@@ -59,7 +59,10 @@ pub fn read_pem_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, String>
 
 /// Builds the client, trusting the webpki roots plus the given bundles.
 /// `bundles` are (path, origin) pairs; an empty path is skipped.
-pub fn build_client(settings: &HttpSettings, bundles: &[(&str, &'static str)]) -> Result<reqwest::Client, HttpClientError> {
+pub fn build_client(
+    settings: &HttpSettings,
+    bundles: &[(&str, &'static str)],
+) -> Result<reqwest::Client, HttpClientError> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .connect_timeout(settings.connect_timeout)
@@ -91,7 +94,13 @@ pub fn client_for_config(
     if !cfg.user_agent.is_empty() {
         settings.user_agent = cfg.user_agent.clone();
     }
-    build_client(&settings, &[(&cfg.trusted_ca_cert_path, "trustedCACertPath"), (&ssl, "SSL_CERT_FILE")])
+    build_client(
+        &settings,
+        &[
+            (&cfg.trusted_ca_cert_path, "trustedCACertPath"),
+            (&ssl, "SSL_CERT_FILE"),
+        ],
+    )
 }
 
 /// A reqwest error with its causes, for messages that help (reqwest's own Display hides the cause).

@@ -4,6 +4,7 @@
 //! resource clients, the request pipeline, caches), [`http`] (the HTTP client), [`secret`].
 #![warn(missing_docs)]
 
+pub mod arm;
 pub mod auth;
 pub mod config;
 pub mod http;

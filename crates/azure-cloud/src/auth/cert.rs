@@ -56,13 +56,17 @@ impl ClientCertificate {
             path: p.clone(),
             reason: e.to_string(),
         })?;
-        let invalid = |reason: String| CertificateError::Invalid { path: p.clone(), reason };
+        let invalid = |reason: String| CertificateError::Invalid {
+            path: p.clone(),
+            reason,
+        };
         let (cert_der, key) = if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
             let cert = CertificateDer::pem_slice_iter(&bytes)
                 .next()
                 .ok_or_else(|| invalid("no CERTIFICATE block in the PEM file".into()))?
                 .map_err(|e| invalid(format!("bad PEM certificate: {e:?}")))?;
-            let key = PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| invalid(format!("no usable private key: {e:?}")))?;
+            let key =
+                PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| invalid(format!("no usable private key: {e:?}")))?;
             let key = match &key {
                 PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
                 PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
@@ -71,8 +75,9 @@ impl ClientCertificate {
             .map_err(|e| invalid(format!("not an RSA key: {e}")))?;
             (cert.to_vec(), key)
         } else {
-            let store = p12_keystore::KeyStore::from_pkcs12(&bytes, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
-                .map_err(|e| invalid(format!("cannot open PFX (wrong aadClientCertPassword?): {e}")))?;
+            let store =
+                p12_keystore::KeyStore::from_pkcs12(&bytes, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
+                    .map_err(|e| invalid(format!("cannot open PFX (wrong aadClientCertPassword?): {e}")))?;
             let (_, chain) = store
                 .private_key_chain()
                 .ok_or_else(|| invalid("the PFX holds no private key with a certificate".into()))?;
@@ -80,7 +85,8 @@ impl ClientCertificate {
                 .certs()
                 .first()
                 .ok_or_else(|| invalid("the PFX key has no certificate".into()))?;
-            let key = RsaKeyPair::from_pkcs8(chain.key().as_der()).map_err(|e| invalid(format!("not an RSA key: {e}")))?;
+            let key =
+                RsaKeyPair::from_pkcs8(chain.key().as_der()).map_err(|e| invalid(format!("not an RSA key: {e}")))?;
             (cert.as_der().to_vec(), key)
         };
         let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert_der);
@@ -96,7 +102,10 @@ impl ClientCertificate {
 
     /// A signed client assertion for `client_id` at `audience` (the token endpoint), valid ten minutes.
     pub fn assertion(&self, client_id: &str, audience: &str) -> Result<String, CertificateError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t": self.x5t()});
         let jti: [u8; 16] = rand::random();
         let claims = serde_json::json!({
@@ -107,7 +116,12 @@ impl ClientCertificate {
         let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
         let mut sig = vec![0u8; self.key.public().modulus_len()];
         self.key
-            .sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut sig)
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &ring::rand::SystemRandom::new(),
+                signing_input.as_bytes(),
+                &mut sig,
+            )
             .map_err(|e| CertificateError::Sign(e.to_string()))?;
         Ok(format!("{signing_input}.{}", B64.encode(sig)))
     }

@@ -9,7 +9,7 @@
 
 mod cert;
 
-pub use cert::{ClientCertificate, CertificateError};
+pub use cert::{CertificateError, ClientCertificate};
 
 use crate::config::{CloudConfig, CloudEnvironment, CredentialKind, EnvLookup};
 use crate::secret::Secret;
@@ -91,17 +91,29 @@ pub struct AccessToken {
 
 impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccessToken").field("token", &self.token).field("expires_on", &self.expires_on).finish()
+        f.debug_struct("AccessToken")
+            .field("token", &self.token)
+            .field("expires_on", &self.expires_on)
+            .finish()
     }
 }
 
 /// How a token is obtained.
 #[derive(Clone)]
 enum Method {
-    ClientSecret { secret: Secret },
-    Certificate { cert: Arc<ClientCertificate> },
-    WorkloadIdentity { token_file: String },
-    ManagedIdentity { endpoint: String, id_param: Option<(&'static str, String)> },
+    ClientSecret {
+        secret: Secret,
+    },
+    Certificate {
+        cert: Arc<ClientCertificate>,
+    },
+    WorkloadIdentity {
+        token_file: String,
+    },
+    ManagedIdentity {
+        endpoint: String,
+        id_param: Option<(&'static str, String)>,
+    },
 }
 
 /// A credential with a token cache (one fetch at a time per credential; tokens reused until five
@@ -179,7 +191,13 @@ impl Credential {
                     Some(("client_id", id.to_string()))
                 };
                 let endpoint = format!("{}/metadata/identity/oauth2/token", host.trim_end_matches('/'));
-                (Method::ManagedIdentity { endpoint: endpoint.clone(), id_param }, endpoint)
+                (
+                    Method::ManagedIdentity {
+                        endpoint: endpoint.clone(),
+                        id_param,
+                    },
+                    endpoint,
+                )
             }
             CredentialKind::ClientSecret => (
                 Method::ClientSecret {
@@ -245,7 +263,10 @@ impl Credential {
         let req = match &self.method {
             Method::ManagedIdentity { endpoint, id_param } => {
                 let resource = scope.strip_suffix("/.default").unwrap_or(scope);
-                let mut q = vec![("api-version", IMDS_TOKEN_API_VERSION.to_string()), ("resource", resource.to_string())];
+                let mut q = vec![
+                    ("api-version", IMDS_TOKEN_API_VERSION.to_string()),
+                    ("resource", resource.to_string()),
+                ];
                 if let Some((k, v)) = id_param {
                     q.push((k, v.clone()));
                 }
@@ -264,19 +285,23 @@ impl Credential {
                 match other {
                     Method::ClientSecret { secret } => form.push(("client_secret", secret.expose().to_string())),
                     Method::Certificate { cert } => {
-                        let jwt = cert.assertion(&self.client_id, &self.token_endpoint).map_err(|e| AuthError::Local {
-                            credential: kind,
-                            reason: e.to_string(),
-                        })?;
+                        let jwt =
+                            cert.assertion(&self.client_id, &self.token_endpoint)
+                                .map_err(|e| AuthError::Local {
+                                    credential: kind,
+                                    reason: e.to_string(),
+                                })?;
                         form.push(("client_assertion_type", JWT_BEARER.into()));
                         form.push(("client_assertion", jwt));
                     }
                     Method::WorkloadIdentity { token_file } => {
                         // Re-read every time: the kubelet rotates the projected token.
-                        let assertion = tokio::fs::read_to_string(token_file).await.map_err(|e| AuthError::Local {
-                            credential: kind,
-                            reason: format!("cannot read federated token file {token_file}: {e}"),
-                        })?;
+                        let assertion = tokio::fs::read_to_string(token_file)
+                            .await
+                            .map_err(|e| AuthError::Local {
+                                credential: kind,
+                                reason: format!("cannot read federated token file {token_file}: {e}"),
+                            })?;
                         form.push(("client_assertion_type", JWT_BEARER.into()));
                         form.push(("client_assertion", assertion.trim().to_string()));
                     }
@@ -359,10 +384,17 @@ impl azure_core_legacy::auth::TokenCredential for LegacyCredential {
         let t = self.0.get_token(scope).await.map_err(|e| {
             azure_core_legacy::Error::message(azure_core_legacy::error::ErrorKind::Credential, e.to_string())
         })?;
-        let secs = t.expires_on.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let secs = t
+            .expires_on
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let expires_on = time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        Ok(azure_core_legacy::auth::AccessToken::new(t.token.expose().to_string(), expires_on))
+        Ok(azure_core_legacy::auth::AccessToken::new(
+            t.token.expose().to_string(),
+            expires_on,
+        ))
     }
 
     async fn clear_cache(&self) -> azure_core_legacy::Result<()> {

@@ -6,7 +6,8 @@ fn env_none(_: &str) -> Option<String> {
 }
 
 fn cfg(extra: &str) -> CloudConfig {
-    let text = format!(r#"{{"tenantId":"tenant1","subscriptionId":"s","resourceGroup":"rg","location":"eastus"{extra}}}"#);
+    let text =
+        format!(r#"{{"tenantId":"tenant1","subscriptionId":"s","resourceGroup":"rg","location":"eastus"{extra}}}"#);
     CloudConfig::parse(&text, &env_none).unwrap().0
 }
 
@@ -70,17 +71,26 @@ async fn rejected_names_code_and_hides_secret() {
     )
     .unwrap();
     let err = c.get_token(SCOPE).await.unwrap_err().to_string();
-    assert!(err.contains("HTTP 401") && err.contains("invalid_client") && !err.contains("s3cret"), "{err}");
+    assert!(
+        err.contains("HTTP 401") && err.contains("invalid_client") && !err.contains("s3cret"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn managed_identity_system_user_and_resource_id() {
     let cases: &[(&str, Option<(&str, &str)>)] = &[
         ("", None),
-        ("11111111-2222-3333-4444-555555555555", Some(("client_id", "11111111-2222-3333-4444-555555555555"))),
+        (
+            "11111111-2222-3333-4444-555555555555",
+            Some(("client_id", "11111111-2222-3333-4444-555555555555")),
+        ),
         (
             "/Subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1",
-            Some(("msi_res_id", "/Subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1")),
+            Some((
+                "msi_res_id",
+                "/Subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1",
+            )),
         ),
     ];
     for (id, param) in cases {
@@ -104,7 +114,8 @@ async fn managed_identity_system_user_and_resource_id() {
             r#","useManagedIdentityExtension":true,"userAssignedIdentityID":"{id}","imdsEndpoint":"{}""#,
             server.url()
         ));
-        let cred = Credential::from_config(&c, &cloud("https://login.invalid"), reqwest::Client::new(), &env_none).unwrap();
+        let cred =
+            Credential::from_config(&c, &cloud("https://login.invalid"), reqwest::Client::new(), &env_none).unwrap();
         let t = cred.get_token(SCOPE).await.unwrap();
         assert_eq!(t.token.expose(), "mi");
         assert_eq!(t.expires_on, UNIX_EPOCH + Duration::from_secs(4102444800));
@@ -197,9 +208,15 @@ async fn certificate_pfx_and_pem_sign_verifiable_assertions() {
         let aud = format!("{}/tenant1/oauth2/v2.0/token", server.url());
         let jwt = cert.assertion("cert-client", &aud).unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
-        let pk = ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, cert.public_key_der());
-        pk.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &B64.decode(parts[2]).unwrap())
-            .unwrap();
+        let pk = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            cert.public_key_der(),
+        );
+        pk.verify(
+            format!("{}.{}", parts[0], parts[1]).as_bytes(),
+            &B64.decode(parts[2]).unwrap(),
+        )
+        .unwrap();
         let claims: Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
         assert_eq!(claims["aud"], aud);
         assert_eq!(claims["iss"], "cert-client");
@@ -209,7 +226,10 @@ async fn certificate_pfx_and_pem_sign_verifiable_assertions() {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -219,7 +239,10 @@ use base64::Engine;
 fn authority_must_be_https_unless_loopback() {
     assert!(token_endpoint("https://login.microsoftonline.com/", "t", false).is_ok());
     assert!(token_endpoint("http://127.0.0.1:8080/", "t", false).is_ok());
-    assert!(matches!(token_endpoint("http://login.example.com/", "t", false), Err(AuthError::InsecureAuthority(_))));
+    assert!(matches!(
+        token_endpoint("http://login.example.com/", "t", false),
+        Err(AuthError::InsecureAuthority(_))
+    ));
     assert_eq!(
         token_endpoint("https://adfs.local/adfs/", "adfs", true).unwrap(),
         "https://adfs.local/adfs/oauth2/token"

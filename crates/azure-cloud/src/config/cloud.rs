@@ -26,7 +26,9 @@ pub enum EnvironmentError {
         reason: String,
     },
     /// Discovery failed.
-    #[error("cannot discover Azure endpoints from {url}: {reason} (check resourceManagerEndpoint and trustedCACertPath)")]
+    #[error(
+        "cannot discover Azure endpoints from {url}: {reason} (check resourceManagerEndpoint and trustedCACertPath)"
+    )]
     Discovery {
         /// The metadata URL.
         url: String,
@@ -184,7 +186,11 @@ impl CloudEnvironment {
             .and_then(Value::as_str)
             .ok_or("no authentication.audiences")?;
         Ok(Self {
-            name: entry.get("name").and_then(Value::as_str).unwrap_or("AzureStackCloud").to_string(),
+            name: entry
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("AzureStackCloud")
+                .to_string(),
             resource_manager_endpoint: slash(endpoint),
             active_directory_endpoint: slash(login),
             token_audience: slash(audience),
@@ -217,12 +223,19 @@ impl CloudEnvironment {
 
     /// GET `<endpoint>/metadata/endpoints?api-version=2019-05-01` and interpret it.
     pub async fn discover(endpoint: &str, http: &reqwest::Client) -> Result<Self, EnvironmentError> {
-        let url = format!("{}metadata/endpoints?api-version={METADATA_API_VERSION}", slash(endpoint));
+        let url = format!(
+            "{}metadata/endpoints?api-version={METADATA_API_VERSION}",
+            slash(endpoint)
+        );
         let fail = |reason: String| EnvironmentError::Discovery {
             url: url.clone(),
             reason,
         };
-        let resp = http.get(&url).send().await.map_err(|e| fail(crate::http::describe_error(&e)))?;
+        let resp = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| fail(crate::http::describe_error(&e)))?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
         if !status.is_success() {
@@ -273,7 +286,10 @@ mod tests {
             {"name":"Other","resourceManager":"https://other/","authentication":{"loginEndpoint":"https://x/","audiences":["https://x/"]}},
             {"name":"Mine","resourceManager":"https://arm.local/","authentication":{"loginEndpoint":"https://l/","audiences":["https://a/"]}}
         ]);
-        assert_eq!(CloudEnvironment::from_metadata("https://arm.local", &arr).unwrap().name, "Mine");
+        assert_eq!(
+            CloudEnvironment::from_metadata("https://arm.local", &arr).unwrap().name,
+            "Mine"
+        );
         assert!(CloudEnvironment::from_metadata("https://arm.local", &json!({})).is_err());
     }
 
@@ -287,7 +303,10 @@ mod tests {
         )
         .unwrap();
         let e = CloudEnvironment::from_environment_file(&p).unwrap();
-        assert_eq!(e.resource_manager_endpoint, "https://management.local.azurestack.external/");
+        assert_eq!(
+            e.resource_manager_endpoint,
+            "https://management.local.azurestack.external/"
+        );
         assert_eq!(e.token_audience, "https://management.adfs.local/");
         std::fs::write(&p, "{}").unwrap();
         let err = CloudEnvironment::from_environment_file(&p).unwrap_err().to_string();

@@ -591,9 +591,9 @@ impl CloudConfig {
             self.cloud_config_type = self.cloud_config_type.to_lowercase();
         }
         if !self.user_assigned_identity_id.is_empty() && !self.use_managed_identity_extension {
-            report.warnings.push(
-                "userAssignedIdentityID is set but useManagedIdentityExtension is false: it is ignored".into(),
-            );
+            report
+                .warnings
+                .push("userAssignedIdentityID is set but useManagedIdentityExtension is false: it is ignored".into());
         }
         let (_, tag_warnings) = parse_tags(&self.tags, &self.tags_map);
         report.warnings.extend(tag_warnings);
@@ -673,7 +673,10 @@ impl CloudConfig {
                 "must be a port number in 1..65535".into(),
             );
         }
-        if !self.cluster_service_shared_load_balancer_health_probe_path.starts_with('/') {
+        if !self
+            .cluster_service_shared_load_balancer_health_probe_path
+            .starts_with('/')
+        {
             err(
                 "clusterServiceSharedLoadBalancerHealthProbePath",
                 &self.cluster_service_shared_load_balancer_health_probe_path,
@@ -684,7 +687,11 @@ impl CloudConfig {
             err("identitySystem", &self.identity_system, one_of(IDENTITY_SYSTEMS));
         }
         if CloudConfigType::parse(&self.cloud_config_type).is_none() {
-            err("cloudConfigType", &self.cloud_config_type, one_of(&["file", "secret", "merge"]));
+            err(
+                "cloudConfigType",
+                &self.cloud_config_type,
+                one_of(&["file", "secret", "merge"]),
+            );
         }
         if self.credential_kind() == CredentialKind::None && !self.use_instance_metadata {
             err(
@@ -706,10 +713,18 @@ impl CloudConfig {
                 }
             }
             if self.credential_kind() != CredentialKind::ManagedIdentity && self.tenant_id.is_empty() {
-                err("tenantId", "", "is required for service-principal and workload-identity credentials".into());
+                err(
+                    "tenantId",
+                    "",
+                    "is required for service-principal and workload-identity credentials".into(),
+                );
             }
             if self.credential_kind() == CredentialKind::WorkloadIdentity && self.aad_client_id.is_empty() {
-                err("aadClientId", "", "is required for workload identity (or set AZURE_CLIENT_ID)".into());
+                err(
+                    "aadClientId",
+                    "",
+                    "is required for workload identity (or set AZURE_CLIENT_ID)".into(),
+                );
             }
         }
         if self.use_federated_workload_identity_extension && self.aad_federated_token_file.is_empty() {
@@ -721,7 +736,11 @@ impl CloudConfig {
             );
         }
         if !self.aad_client_cert_password.is_empty() && self.aad_client_cert_path.is_empty() {
-            err("aadClientCertPath", "", "is required when aadClientCertPassword is set".into());
+            err(
+                "aadClientCertPath",
+                "",
+                "is required when aadClientCertPassword is set".into(),
+            );
         }
         for (key, url) in [
             ("resourceManagerEndpoint", &self.resource_manager_endpoint),
@@ -763,12 +782,24 @@ impl CloudConfig {
             ("publicIPCacheTTLInSeconds", self.public_ip_cache_ttl_in_seconds),
             ("plsCacheTTLInSeconds", self.pls_cache_ttl_in_seconds),
             ("vmssCacheTTLInSeconds", self.vmss_cache_ttl_in_seconds),
-            ("vmssVirtualMachinesCacheTTLInSeconds", self.vmss_virtual_machines_cache_ttl_in_seconds),
-            ("availabilitySetsCacheTTLInSeconds", self.availability_sets_cache_ttl_in_seconds),
+            (
+                "vmssVirtualMachinesCacheTTLInSeconds",
+                self.vmss_virtual_machines_cache_ttl_in_seconds,
+            ),
+            (
+                "availabilitySetsCacheTTLInSeconds",
+                self.availability_sets_cache_ttl_in_seconds,
+            ),
             ("vmssFlexCacheTTLInSeconds", self.vmss_flex_cache_ttl_in_seconds),
             ("vmssFlexVMCacheTTLInSeconds", self.vmss_flex_vm_cache_ttl_in_seconds),
-            ("nonVmssUniformNodesCacheTTLInSeconds", self.non_vmss_uniform_nodes_cache_ttl_in_seconds),
-            ("availabilitySetNodesCacheTTLInSeconds", self.availability_set_nodes_cache_ttl_in_seconds),
+            (
+                "nonVmssUniformNodesCacheTTLInSeconds",
+                self.non_vmss_uniform_nodes_cache_ttl_in_seconds,
+            ),
+            (
+                "availabilitySetNodesCacheTTLInSeconds",
+                self.availability_set_nodes_cache_ttl_in_seconds,
+            ),
         ] {
             if v < 0 {
                 err(key, &v.to_string(), "must not be negative".into());
@@ -783,7 +814,10 @@ impl CloudConfig {
             }
         }
         let mut check_rl = |prefix: &'static str, rl: &RateLimitConfig| {
-            for (v, name) in [(rl.qps, "cloudProviderRateLimitQPS"), (rl.qps_write, "cloudProviderRateLimitQPSWrite")] {
+            for (v, name) in [
+                (rl.qps, "cloudProviderRateLimitQPS"),
+                (rl.qps_write, "cloudProviderRateLimitQPSWrite"),
+            ] {
                 if let Some(q) = v {
                     if !(q.is_finite() && q > 0.0) {
                         err(prefix, &q.to_string(), format!("{name} must be a positive number"));

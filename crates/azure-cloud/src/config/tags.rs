@@ -12,7 +12,9 @@ pub fn parse_tags(tags: &str, tags_map: &BTreeMap<String, String>) -> (BTreeMap<
         for kv in tags.split(',') {
             let parts: Vec<&str> = kv.split('=').collect();
             if parts.len() != 2 {
-                warnings.push(format!("tags: ignoring malformed key-value pair {kv:?} (expected key=value)"));
+                warnings.push(format!(
+                    "tags: ignoring malformed key-value pair {kv:?} (expected key=value)"
+                ));
                 continue;
             }
             let (k, v) = (parts[0].trim(), parts[1].trim());
@@ -29,7 +31,11 @@ pub fn parse_tags(tags: &str, tags_map: &BTreeMap<String, String>) -> (BTreeMap<
             warnings.push("tagsMap: ignoring an entry with an empty key".into());
             continue;
         }
-        if let Some(existing) = out.keys().find(|e| e.eq_ignore_ascii_case(k) && e.as_str() != k).cloned() {
+        if let Some(existing) = out
+            .keys()
+            .find(|e| e.eq_ignore_ascii_case(k) && e.as_str() != k)
+            .cloned()
+        {
             out.remove(&existing);
         }
         out.insert(k.to_string(), v.to_string());
@@ -45,9 +51,11 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    type Pairs = &'static [(&'static str, &'static str)];
+
     #[test]
     fn table() {
-        let cases: &[(&str, &[(&str, &str)], &[(&str, &str)], usize)] = &[
+        let cases: &[(&str, Pairs, Pairs, usize)] = &[
             ("", &[], &[], 0),
             ("a=b, c = d", &[], &[("a", "b"), ("c", "d")], 0),
             ("a=b,bad,=x,e=f=g", &[], &[("a", "b")], 3),

@@ -55,7 +55,10 @@ fn keys_case_insensitive_values_trimmed_unknown_reported() {
     let (c, r) = parse(text).unwrap();
     assert_eq!(c.subscription_id, "s");
     assert_eq!(c.vm_type, "standard");
-    assert_eq!(r.unknown_keys, vec!["bogusKey".to_string(), "loadBalancerRateLimit.weird".to_string()]);
+    assert_eq!(
+        r.unknown_keys,
+        vec!["bogusKey".to_string(), "loadBalancerRateLimit.weird".to_string()]
+    );
     let lb = c.rate_limit_for("loadBalancerRateLimit");
     assert!(lb.enabled);
     assert_eq!(lb.qps, 7.0);
@@ -73,7 +76,10 @@ fn rate_limit_inheritance() {
     ))
     .unwrap();
     let top = c.rate_limit_for("loadBalancerRateLimit");
-    assert_eq!((top.enabled, top.qps, top.bucket, top.qps_write, top.bucket_write), (true, 3.0, 10, 1.0, 10));
+    assert_eq!(
+        (top.enabled, top.qps, top.bucket, top.qps_write, top.bucket_write),
+        (true, 3.0, 10, 1.0, 10)
+    );
     assert!(!c.rate_limit_for("routeRateLimit").enabled);
     let vmss = c.rate_limit_for("virtualMachineScaleSetRateLimit");
     assert_eq!((vmss.enabled, vmss.bucket_write, vmss.qps), (true, 100, 3.0));
@@ -91,13 +97,18 @@ fn yaml_accepted() {
 fn syntax_errors_report_line_and_column() {
     let err = parse("{\n  \"vmType\": \"vmss\",\n  oops\n}").unwrap_err();
     match err {
-        ConfigError::Syntax { format, line, column, .. } => {
+        ConfigError::Syntax {
+            format, line, column, ..
+        } => {
             assert_eq!((format, line, column), ("JSON", 3, 3));
         }
         e => panic!("unexpected {e}"),
     }
     let err = parse("vmType: vmss\n  bad: [\n").unwrap_err();
-    assert!(matches!(err, ConfigError::Syntax { format: "YAML", line, .. } if line >= 2), "{err}");
+    assert!(
+        matches!(err, ConfigError::Syntax { format: "YAML", line, .. } if line >= 2),
+        "{err}"
+    );
     assert!(matches!(parse("[1,2]"), Err(ConfigError::NotAnObject)));
 }
 
@@ -113,31 +124,109 @@ fn type_errors_name_the_key_and_never_the_secret() {
 #[test]
 fn validation_errors_table() {
     let cases: &[(&str, &str, &str)] = &[
-        (r#","vmType":"vmsss""#, "vmType", r#"vmType "vmsss" is not one of: standard, vmss, vmssflex"#),
-        (r#","loadBalancerSku":"premium""#, "loadBalancerSku", "is not one of: basic, standard, service"),
-        (r#","loadBalancerSku":"basic","disableOutboundSNAT":true"#, "disableOutboundSNAT", "only supported with loadBalancerSku standard"),
-        (r#","vmType":"standard","disableAvailabilitySetNodes":true"#, "disableAvailabilitySetNodes", "only supported with vmType vmss"),
-        (r#","loadBalancerBackendPoolConfigurationType":"pods""#, "loadBalancerBackendPoolConfigurationType", "is not one of"),
-        (r#","preConfiguredBackendPoolLoadBalancerTypes":"some""#, "preConfiguredBackendPoolLoadBalancerTypes", "is not one of"),
-        (r#","clusterServiceLoadBalancerHealthProbeMode":"x""#, "clusterServiceLoadBalancerHealthProbeMode", "is not one of"),
-        (r#","clusterServiceSharedLoadBalancerHealthProbePort":70000"#, "clusterServiceSharedLoadBalancerHealthProbePort", "1..65535"),
-        (r#","clusterServiceSharedLoadBalancerHealthProbePath":"healthz""#, "clusterServiceSharedLoadBalancerHealthProbePath", "must start with /"),
+        (
+            r#","vmType":"vmsss""#,
+            "vmType",
+            r#"vmType "vmsss" is not one of: standard, vmss, vmssflex"#,
+        ),
+        (
+            r#","loadBalancerSku":"premium""#,
+            "loadBalancerSku",
+            "is not one of: basic, standard, service",
+        ),
+        (
+            r#","loadBalancerSku":"basic","disableOutboundSNAT":true"#,
+            "disableOutboundSNAT",
+            "only supported with loadBalancerSku standard",
+        ),
+        (
+            r#","vmType":"standard","disableAvailabilitySetNodes":true"#,
+            "disableAvailabilitySetNodes",
+            "only supported with vmType vmss",
+        ),
+        (
+            r#","loadBalancerBackendPoolConfigurationType":"pods""#,
+            "loadBalancerBackendPoolConfigurationType",
+            "is not one of",
+        ),
+        (
+            r#","preConfiguredBackendPoolLoadBalancerTypes":"some""#,
+            "preConfiguredBackendPoolLoadBalancerTypes",
+            "is not one of",
+        ),
+        (
+            r#","clusterServiceLoadBalancerHealthProbeMode":"x""#,
+            "clusterServiceLoadBalancerHealthProbeMode",
+            "is not one of",
+        ),
+        (
+            r#","clusterServiceSharedLoadBalancerHealthProbePort":70000"#,
+            "clusterServiceSharedLoadBalancerHealthProbePort",
+            "1..65535",
+        ),
+        (
+            r#","clusterServiceSharedLoadBalancerHealthProbePath":"healthz""#,
+            "clusterServiceSharedLoadBalancerHealthProbePath",
+            "must start with /",
+        ),
         (r#","identitySystem":"ldap""#, "identitySystem", "is not one of"),
-        (r#","cloudConfigType":"configmap""#, "cloudConfigType", "is not one of: file, secret, merge"),
-        (r#","useFederatedWorkloadIdentityExtension":true"#, "aadFederatedTokenFile", "is required"),
-        (r#","aadClientCertPassword":"pw""#, "aadClientCertPath", "is required when aadClientCertPassword"),
-        (r#","resourceManagerEndpoint":"not a url""#, "resourceManagerEndpoint", "absolute http(s) URL"),
-        (r#","resourceManagerEndpoint":"http://arm.local/""#, "resourceManagerEndpoint", "must use https"),
+        (
+            r#","cloudConfigType":"configmap""#,
+            "cloudConfigType",
+            "is not one of: file, secret, merge",
+        ),
+        (
+            r#","useFederatedWorkloadIdentityExtension":true"#,
+            "aadFederatedTokenFile",
+            "is required",
+        ),
+        (
+            r#","aadClientCertPassword":"pw""#,
+            "aadClientCertPath",
+            "is required when aadClientCertPassword",
+        ),
+        (
+            r#","resourceManagerEndpoint":"not a url""#,
+            "resourceManagerEndpoint",
+            "absolute http(s) URL",
+        ),
+        (
+            r#","resourceManagerEndpoint":"http://arm.local/""#,
+            "resourceManagerEndpoint",
+            "must use https",
+        ),
         (r#","imdsEndpoint":"ftp://x""#, "imdsEndpoint", "absolute http(s) URL"),
-        (r#","vmCacheTTLInSeconds":-1"#, "vmCacheTTLInSeconds", "must not be negative"),
-        (r#","putVMSSVMBatchSize":-2"#, "putVMSSVMBatchSize", "must not be negative"),
-        (r#","cloudProviderBackoffExponent":-1.5"#, "cloudProviderBackoffExponent", "positive number"),
-        (r#","cloudProviderRateLimit":true,"cloudProviderRateLimitQPS":-1"#, "cloudProviderRateLimit", "cloudProviderRateLimitQPS must be a positive number"),
-        (r#","routeRateLimit":{"cloudProviderRateLimitBucket":0}"#, "routeRateLimit", "cloudProviderRateLimitBucket must be a positive integer"),
+        (
+            r#","vmCacheTTLInSeconds":-1"#,
+            "vmCacheTTLInSeconds",
+            "must not be negative",
+        ),
+        (
+            r#","putVMSSVMBatchSize":-2"#,
+            "putVMSSVMBatchSize",
+            "must not be negative",
+        ),
+        (
+            r#","cloudProviderBackoffExponent":-1.5"#,
+            "cloudProviderBackoffExponent",
+            "positive number",
+        ),
+        (
+            r#","cloudProviderRateLimit":true,"cloudProviderRateLimitQPS":-1"#,
+            "cloudProviderRateLimit",
+            "cloudProviderRateLimitQPS must be a positive number",
+        ),
+        (
+            r#","routeRateLimit":{"cloudProviderRateLimitBucket":0}"#,
+            "routeRateLimit",
+            "cloudProviderRateLimitBucket must be a positive integer",
+        ),
     ];
     for (extra, key, msg) in cases {
         let err = parse(&with(extra)).unwrap_err();
-        let ConfigError::Invalid(errs) = &err else { panic!("{extra}: {err}") };
+        let ConfigError::Invalid(errs) = &err else {
+            panic!("{extra}: {err}")
+        };
         assert!(errs.iter().any(|e| e.key == *key), "{extra}: {errs:?}");
         let text = err.to_string();
         assert!(text.contains(msg), "{extra}: {text}");
@@ -148,13 +237,34 @@ fn validation_errors_table() {
 #[test]
 fn credential_rules() {
     let cases: &[(&str, Result<CredentialKind, &str>)] = &[
-        (r#"{"useInstanceMetadata":true,"vmType":"vmss"}"#, Ok(CredentialKind::None)),
-        (r#"{"vmType":"vmss"}"#, Err("useInstanceMetadata must be enabled without Azure credentials")),
-        (r#"{"useManagedIdentityExtension":true,"subscriptionId":"s","resourceGroup":"r","location":"l"}"#, Ok(CredentialKind::ManagedIdentity)),
-        (r#"{"useManagedIdentityExtension":true}"#, Err("subscriptionId is required")),
-        (r#"{"aadClientId":"c","aadClientCertPath":"/x.pfx","tenantId":"t","subscriptionId":"s","resourceGroup":"r","location":"l"}"#, Ok(CredentialKind::ClientCertificate)),
-        (r#"{"aadClientId":"c","aadClientSecret":"x","subscriptionId":"s","resourceGroup":"r","location":"l"}"#, Err("tenantId is required")),
-        (r#"{"aadFederatedTokenFile":"/t","tenantId":"t","subscriptionId":"s","resourceGroup":"r","location":"l","useManagedIdentityExtension":true}"#, Err("aadClientId is required for workload identity")),
+        (
+            r#"{"useInstanceMetadata":true,"vmType":"vmss"}"#,
+            Ok(CredentialKind::None),
+        ),
+        (
+            r#"{"vmType":"vmss"}"#,
+            Err("useInstanceMetadata must be enabled without Azure credentials"),
+        ),
+        (
+            r#"{"useManagedIdentityExtension":true,"subscriptionId":"s","resourceGroup":"r","location":"l"}"#,
+            Ok(CredentialKind::ManagedIdentity),
+        ),
+        (
+            r#"{"useManagedIdentityExtension":true}"#,
+            Err("subscriptionId is required"),
+        ),
+        (
+            r#"{"aadClientId":"c","aadClientCertPath":"/x.pfx","tenantId":"t","subscriptionId":"s","resourceGroup":"r","location":"l"}"#,
+            Ok(CredentialKind::ClientCertificate),
+        ),
+        (
+            r#"{"aadClientId":"c","aadClientSecret":"x","subscriptionId":"s","resourceGroup":"r","location":"l"}"#,
+            Err("tenantId is required"),
+        ),
+        (
+            r#"{"aadFederatedTokenFile":"/t","tenantId":"t","subscriptionId":"s","resourceGroup":"r","location":"l","useManagedIdentityExtension":true}"#,
+            Err("aadClientId is required for workload identity"),
+        ),
     ];
     for (text, want) in cases {
         match (parse(text), want) {
@@ -185,7 +295,11 @@ fn env_overrides() {
     // Each variable alone overrides only its key.
     for (var, key) in ENV_OVERRIDES {
         let one = |k: &str| (k == *var).then(|| "v".to_string());
-        let (c, _) = CloudConfig::parse(&with(r#","aadClientId":"c2""#).replace(r#""aadClientId":"c","#, ""), &one).unwrap();
+        let (c, _) = CloudConfig::parse(
+            &with(r#","aadClientId":"c2""#).replace(r#""aadClientId":"c","#, ""),
+            &one,
+        )
+        .unwrap();
         let json = serde_json::to_value(&c).unwrap();
         if *key != "aadClientSecret" {
             assert_eq!(json[key], "v", "{var}");
@@ -197,7 +311,10 @@ fn env_overrides() {
 
 #[test]
 fn secrets_never_printed() {
-    let (c, _) = parse(&with(r#","aadClientCertPassword":"pfxpass","aadClientCertPath":"/c.pfx""#)).unwrap();
+    let (c, _) = parse(&with(
+        r#","aadClientCertPassword":"pfxpass","aadClientCertPath":"/c.pfx""#,
+    ))
+    .unwrap();
     for text in [format!("{c:?}"), c.to_redacted_json().to_string()] {
         assert!(!text.contains("hunter2") && !text.contains("pfxpass"), "{text}");
     }
@@ -209,7 +326,10 @@ fn secret_merge_modes() {
     let file = with(r#","vmType":"standard""#);
     let secret = r#"{"vmType":"vmss","location":"westus"}"#;
     let (c, _) = merge_secret_config(Some(&file), Some(secret), &no_env).unwrap();
-    assert_eq!((c.vm_type.as_str(), c.location.as_str(), c.tenant_id.as_str()), ("vmss", "westus", "t"));
+    assert_eq!(
+        (c.vm_type.as_str(), c.location.as_str(), c.tenant_id.as_str()),
+        ("vmss", "westus", "t")
+    );
     let file_only = with(r#","vmType":"standard","cloudConfigType":"file""#);
     let (c, _) = merge_secret_config(Some(&file_only), Some(secret), &no_env).unwrap();
     assert_eq!(c.vm_type, "standard");
@@ -217,7 +337,10 @@ fn secret_merge_modes() {
     let full_secret = with(r#","vmType":"standard""#);
     let (c, _) = merge_secret_config(Some(secret_mode), Some(&full_secret), &no_env).unwrap();
     assert_eq!(c.vm_type, "standard");
-    assert!(matches!(merge_secret_config(Some(secret_mode), None, &no_env), Err(ConfigError::MissingSecret)));
+    assert!(matches!(
+        merge_secret_config(Some(secret_mode), None, &no_env),
+        Err(ConfigError::MissingSecret)
+    ));
     let (c, _) = merge_secret_config(Some(&file), None, &no_env).unwrap();
     assert_eq!(c.vm_type, "standard");
 }
@@ -234,7 +357,10 @@ fn docs_and_example_match_the_type() {
         .filter_map(|l| l.split('`').nth(1).map(str::to_string))
         .collect();
     documented.sort();
-    let mut keys: Vec<String> = CloudConfig::keys().into_iter().chain(ClientRateLimits::KEYS.iter().map(|s| s.to_string())).collect();
+    let mut keys: Vec<String> = CloudConfig::keys()
+        .into_iter()
+        .chain(ClientRateLimits::KEYS.iter().map(|s| s.to_string()))
+        .collect();
     keys.sort();
     keys.dedup();
     assert_eq!(documented, keys, "docs/configuration.md and CloudConfig disagree");

@@ -1,0 +1,875 @@
+//! One trait per ARM resource client the provider needs, and the production implementation
+//! ([`AzureClients`]) over the [`ArmClient`] pipeline with the typed models of `azure_mgmt_compute` /
+//! `azure_mgmt_network` 0.21 and their api-versions.
+//!
+//! Every PUT of a resource that carries an ETag sends `If-Match` with it (a stale ETag → `Conflict`).
+//! `get` answers `Err(NotFound)` only on a confirmed 404; `delete` of an absent resource succeeds.
+
+use super::error::ArmError;
+use super::pipeline::{decode, ArmClient, ArmRequest, Operation};
+use async_trait::async_trait;
+use azure_mgmt_compute::models as compute;
+use azure_mgmt_network::models as network;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// api-version of virtual machines, scale sets and availability sets (azure_mgmt_compute 0.21 default tag).
+pub const COMPUTE_API_VERSION: &str = "2024-07-01";
+/// api-version of network resources (azure_mgmt_network 0.21 default tag).
+pub const NETWORK_API_VERSION: &str = "2024-03-01";
+/// api-version of scale-set instance NICs and public IPs (the only one those paths accept).
+pub const VMSS_NETWORK_API_VERSION: &str = "2018-10-01";
+
+/// A model that carries an ETag.
+pub trait Etagged {
+    /// The ETag read with the resource.
+    fn etag(&self) -> Option<&str>;
+}
+
+macro_rules! etagged {
+    ($($t:ty),*) => {$(
+        impl Etagged for $t {
+            fn etag(&self) -> Option<&str> {
+                self.etag.as_deref()
+            }
+        }
+    )*};
+}
+etagged!(
+    compute::VirtualMachine,
+    compute::VirtualMachineScaleSet,
+    compute::VirtualMachineScaleSetVm,
+    network::NetworkInterface,
+    network::LoadBalancer,
+    network::PublicIpAddress,
+    network::NetworkSecurityGroup,
+    network::RouteTable,
+    network::Subnet,
+    network::BackendAddressPool,
+    network::Route
+);
+
+/// Virtual machines.
+#[async_trait]
+pub trait VirtualMachines: Send + Sync {
+    /// GET, optionally with `$expand=instanceView`.
+    async fn get(&self, rg: &str, name: &str, instance_view: bool) -> Result<compute::VirtualMachine, ArmError>;
+    /// LIST by resource group (paged).
+    async fn list(&self, rg: &str) -> Result<Vec<compute::VirtualMachine>, ArmError>;
+    /// PUT (If-Match with the model's ETag).
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        vm: &compute::VirtualMachine,
+    ) -> Result<compute::VirtualMachine, ArmError>;
+    /// PATCH.
+    async fn update(
+        &self,
+        rg: &str,
+        name: &str,
+        patch: &compute::VirtualMachineUpdate,
+    ) -> Result<compute::VirtualMachine, ArmError>;
+}
+
+/// Availability sets.
+#[async_trait]
+pub trait AvailabilitySets: Send + Sync {
+    /// GET.
+    async fn get(&self, rg: &str, name: &str) -> Result<compute::AvailabilitySet, ArmError>;
+    /// LIST by resource group.
+    async fn list(&self, rg: &str) -> Result<Vec<compute::AvailabilitySet>, ArmError>;
+}
+
+/// Virtual machine scale sets (the model).
+#[async_trait]
+pub trait VirtualMachineScaleSets: Send + Sync {
+    /// GET.
+    async fn get(&self, rg: &str, name: &str) -> Result<compute::VirtualMachineScaleSet, ArmError>;
+    /// LIST by resource group.
+    async fn list(&self, rg: &str) -> Result<Vec<compute::VirtualMachineScaleSet>, ArmError>;
+    /// PUT of the model (If-Match).
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        vmss: &compute::VirtualMachineScaleSet,
+    ) -> Result<compute::VirtualMachineScaleSet, ArmError>;
+    /// PATCH of the model.
+    async fn update(
+        &self,
+        rg: &str,
+        name: &str,
+        patch: &compute::VirtualMachineScaleSetUpdate,
+    ) -> Result<compute::VirtualMachineScaleSet, ArmError>;
+}
+
+/// Scale-set instances.
+#[async_trait]
+pub trait VirtualMachineScaleSetVms: Send + Sync {
+    /// GET, optionally with `$expand=instanceView`.
+    async fn get(
+        &self,
+        rg: &str,
+        vmss: &str,
+        instance_id: &str,
+        instance_view: bool,
+    ) -> Result<compute::VirtualMachineScaleSetVm, ArmError>;
+    /// LIST (paged), optionally with `$expand=instanceView`.
+    async fn list(
+        &self,
+        rg: &str,
+        vmss: &str,
+        instance_view: bool,
+    ) -> Result<Vec<compute::VirtualMachineScaleSetVm>, ArmError>;
+    /// PUT of one instance (If-Match).
+    async fn update(
+        &self,
+        rg: &str,
+        vmss: &str,
+        instance_id: &str,
+        vm: &compute::VirtualMachineScaleSetVm,
+    ) -> Result<compute::VirtualMachineScaleSetVm, ArmError>;
+    /// GET `.../instanceView`.
+    async fn instance_view(
+        &self,
+        rg: &str,
+        vmss: &str,
+        instance_id: &str,
+    ) -> Result<compute::VirtualMachineScaleSetVmInstanceView, ArmError>;
+}
+
+/// Network interfaces, including scale-set instance NICs and their public IPs.
+#[async_trait]
+pub trait NetworkInterfaces: Send + Sync {
+    /// GET.
+    async fn get(&self, rg: &str, name: &str) -> Result<network::NetworkInterface, ArmError>;
+    /// LIST by resource group.
+    async fn list(&self, rg: &str) -> Result<Vec<network::NetworkInterface>, ArmError>;
+    /// PUT (If-Match).
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        nic: &network::NetworkInterface,
+    ) -> Result<network::NetworkInterface, ArmError>;
+    /// GET a scale-set instance NIC.
+    async fn get_scale_set_nic(
+        &self,
+        rg: &str,
+        vmss: &str,
+        instance_id: &str,
+        nic: &str,
+    ) -> Result<network::NetworkInterface, ArmError>;
+    /// LIST the NICs of every instance of a scale set.
+    async fn list_scale_set_nics(&self, rg: &str, vmss: &str) -> Result<Vec<network::NetworkInterface>, ArmError>;
+    /// GET the public IP of a scale-set instance NIC IP configuration.
+    async fn get_scale_set_public_ip(
+        &self,
+        rg: &str,
+        vmss: &str,
+        instance_id: &str,
+        nic: &str,
+        ip_config: &str,
+        public_ip: &str,
+    ) -> Result<network::PublicIpAddress, ArmError>;
+}
+
+/// Load balancers and their backend pools.
+#[async_trait]
+pub trait LoadBalancers: Send + Sync {
+    /// GET.
+    async fn get(&self, rg: &str, name: &str) -> Result<network::LoadBalancer, ArmError>;
+    /// LIST by resource group.
+    async fn list(&self, rg: &str) -> Result<Vec<network::LoadBalancer>, ArmError>;
+    /// PUT (If-Match), followed to the end of its operation.
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        lb: &network::LoadBalancer,
+    ) -> Result<network::LoadBalancer, ArmError>;
+    /// DELETE (absent → Ok).
+    async fn delete(&self, rg: &str, name: &str) -> Result<(), ArmError>;
+    /// PUT of one backend pool (nodeIP mode: the pool carries the node IPs).
+    async fn create_or_update_backend_pool(
+        &self,
+        rg: &str,
+        lb: &str,
+        pool: &str,
+        body: &network::BackendAddressPool,
+    ) -> Result<network::BackendAddressPool, ArmError>;
+}
+
+/// Public IP addresses.
+#[async_trait]
+pub trait PublicIpAddresses: Send + Sync {
+    /// GET.
+    async fn get(&self, rg: &str, name: &str) -> Result<network::PublicIpAddress, ArmError>;
+    /// LIST by resource group.
+    async fn list(&self, rg: &str) -> Result<Vec<network::PublicIpAddress>, ArmError>;
+    /// PUT (If-Match).
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        pip: &network::PublicIpAddress,
+    ) -> Result<network::PublicIpAddress, ArmError>;
+    /// DELETE (absent → Ok).
+    async fn delete(&self, rg: &str, name: &str) -> Result<(), ArmError>;
+}
+
+/// Network security groups.
+#[async_trait]
+pub trait SecurityGroups: Send + Sync {
+    /// GET.
+    async fn get(&self, rg: &str, name: &str) -> Result<network::NetworkSecurityGroup, ArmError>;
+    /// PUT (If-Match).
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        nsg: &network::NetworkSecurityGroup,
+    ) -> Result<network::NetworkSecurityGroup, ArmError>;
+}
+
+/// Route tables.
+#[async_trait]
+pub trait RouteTables: Send + Sync {
+    /// GET.
+    async fn get(&self, rg: &str, name: &str) -> Result<network::RouteTable, ArmError>;
+    /// PUT (If-Match) of the whole table with its routes.
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        table: &network::RouteTable,
+    ) -> Result<network::RouteTable, ArmError>;
+}
+
+/// Subnets.
+#[async_trait]
+pub trait Subnets: Send + Sync {
+    /// GET.
+    async fn get(&self, rg: &str, vnet: &str, name: &str) -> Result<network::Subnet, ArmError>;
+}
+
+const fn op(
+    provider: &'static str,
+    resource_type: &'static str,
+    metric: &'static str,
+    name: &'static str,
+    client_key: &'static str,
+) -> Operation {
+    Operation {
+        provider,
+        resource_type,
+        metric,
+        name,
+        client_key,
+    }
+}
+
+const C: &str = "Microsoft.Compute";
+const N: &str = "Microsoft.Network";
+
+/// The production clients: every trait above over one [`ArmClient`] and subscription.
+#[derive(Debug, Clone)]
+pub struct AzureClients {
+    arm: Arc<ArmClient>,
+    subscription: String,
+}
+
+impl AzureClients {
+    /// Clients for a subscription.
+    pub fn new(arm: Arc<ArmClient>, subscription: impl Into<String>) -> Self {
+        Self {
+            arm,
+            subscription: subscription.into(),
+        }
+    }
+
+    /// The pipeline (metrics, gates).
+    pub fn arm(&self) -> &Arc<ArmClient> {
+        &self.arm
+    }
+
+    /// `/subscriptions/<sub>/resourceGroups/<rg>/providers/<provider>/<type>/<name>/...[/<collection>]`,
+    /// each name escaped; an empty name is an error (it would address the collection instead).
+    fn path(
+        &self,
+        op: Operation,
+        rg: &str,
+        segments: &[(&str, &str)],
+        collection: Option<&str>,
+    ) -> Result<String, ArmError> {
+        let invalid = |reason: String| ArmError::InvalidRequest {
+            operation: format!("{}_{}", op.metric, op.name),
+            reason,
+        };
+        if rg.is_empty() {
+            return Err(invalid("empty resource group".into()));
+        }
+        let mut p = format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/{}",
+            urlencoding::encode(&self.subscription),
+            urlencoding::encode(rg),
+            op.provider
+        );
+        for (t, n) in segments {
+            if n.is_empty() {
+                return Err(invalid(format!("empty {t} name")));
+            }
+            p.push('/');
+            p.push_str(t);
+            p.push('/');
+            p.push_str(&urlencoding::encode(n));
+        }
+        if let Some(c) = collection {
+            p.push('/');
+            p.push_str(c);
+        }
+        Ok(p)
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        op: Operation,
+        path: String,
+        api: &'static str,
+        expand: bool,
+    ) -> Result<T, ArmError> {
+        let mut r = ArmRequest::new(Method::GET, path, api, op);
+        if expand {
+            r.query.push(("$expand".into(), "instanceView".into()));
+        }
+        self.arm.get_json(r).await
+    }
+
+    async fn list<T: DeserializeOwned>(
+        &self,
+        op: Operation,
+        path: String,
+        api: &'static str,
+        expand: bool,
+    ) -> Result<Vec<T>, ArmError> {
+        let mut r = ArmRequest::new(Method::GET, path, api, op);
+        if expand {
+            r.query.push(("$expand".into(), "instanceView".into()));
+        }
+        self.arm.list_all(r).await
+    }
+
+    async fn write<B: Serialize + Sync, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        op: Operation,
+        path: String,
+        api: &'static str,
+        body: &B,
+        etag: Option<&str>,
+    ) -> Result<T, ArmError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ArmError::InvalidRequest {
+            operation: format!("{}_{}", op.metric, op.name),
+            reason: format!("cannot encode the body: {e}"),
+        })?;
+        let mut r = ArmRequest::new(method, path.clone(), api, op);
+        r.body = Some(bytes.into());
+        r.if_match = etag.map(str::to_string);
+        let resp = self.arm.execute(r).await?;
+        decode(&resp.body, op, &path)
+    }
+
+    async fn put<T: Serialize + DeserializeOwned + Etagged + Sync>(
+        &self,
+        op: Operation,
+        path: String,
+        api: &'static str,
+        body: &T,
+    ) -> Result<T, ArmError> {
+        self.write(Method::PUT, op, path, api, body, body.etag()).await
+    }
+
+    async fn delete(&self, op: Operation, path: String, api: &'static str) -> Result<(), ArmError> {
+        match self.arm.execute(ArmRequest::new(Method::DELETE, path, api, op)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+const VM_GET: Operation = op(C, "virtualMachines", "vm", "get", "virtualMachineRateLimit");
+const VM_LIST: Operation = op(C, "virtualMachines", "vm", "list", "virtualMachineRateLimit");
+const VM_PUT: Operation = op(
+    C,
+    "virtualMachines",
+    "vm",
+    "create_or_update",
+    "virtualMachineRateLimit",
+);
+const VM_PATCH: Operation = op(C, "virtualMachines", "vm", "update", "virtualMachineRateLimit");
+
+#[async_trait]
+impl VirtualMachines for AzureClients {
+    async fn get(&self, rg: &str, name: &str, instance_view: bool) -> Result<compute::VirtualMachine, ArmError> {
+        let p = self.path(VM_GET, rg, &[("virtualMachines", name)], None)?;
+        AzureClients::get(self, VM_GET, p, COMPUTE_API_VERSION, instance_view).await
+    }
+    async fn list(&self, rg: &str) -> Result<Vec<compute::VirtualMachine>, ArmError> {
+        let p = self.path(VM_LIST, rg, &[], Some("virtualMachines"))?;
+        AzureClients::list(self, VM_LIST, p, COMPUTE_API_VERSION, false).await
+    }
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        vm: &compute::VirtualMachine,
+    ) -> Result<compute::VirtualMachine, ArmError> {
+        let p = self.path(VM_PUT, rg, &[("virtualMachines", name)], None)?;
+        self.put(VM_PUT, p, COMPUTE_API_VERSION, vm).await
+    }
+    async fn update(
+        &self,
+        rg: &str,
+        name: &str,
+        patch: &compute::VirtualMachineUpdate,
+    ) -> Result<compute::VirtualMachine, ArmError> {
+        let p = self.path(VM_PATCH, rg, &[("virtualMachines", name)], None)?;
+        self.write(Method::PATCH, VM_PATCH, p, COMPUTE_API_VERSION, patch, None)
+            .await
+    }
+}
+
+const AS_GET: Operation = op(C, "availabilitySets", "vmas", "get", "virtualMachineRateLimit");
+const AS_LIST: Operation = op(C, "availabilitySets", "vmas", "list", "virtualMachineRateLimit");
+
+#[async_trait]
+impl AvailabilitySets for AzureClients {
+    async fn get(&self, rg: &str, name: &str) -> Result<compute::AvailabilitySet, ArmError> {
+        let p = self.path(AS_GET, rg, &[("availabilitySets", name)], None)?;
+        AzureClients::get(self, AS_GET, p, COMPUTE_API_VERSION, false).await
+    }
+    async fn list(&self, rg: &str) -> Result<Vec<compute::AvailabilitySet>, ArmError> {
+        let p = self.path(AS_LIST, rg, &[], Some("availabilitySets"))?;
+        AzureClients::list(self, AS_LIST, p, COMPUTE_API_VERSION, false).await
+    }
+}
+
+const SS_GET: Operation = op(
+    C,
+    "virtualMachineScaleSets",
+    "vmss",
+    "get",
+    "virtualMachineScaleSetRateLimit",
+);
+const SS_LIST: Operation = op(
+    C,
+    "virtualMachineScaleSets",
+    "vmss",
+    "list",
+    "virtualMachineScaleSetRateLimit",
+);
+const SS_PUT: Operation = op(
+    C,
+    "virtualMachineScaleSets",
+    "vmss",
+    "create_or_update",
+    "virtualMachineScaleSetRateLimit",
+);
+const SS_PATCH: Operation = op(
+    C,
+    "virtualMachineScaleSets",
+    "vmss",
+    "update",
+    "virtualMachineScaleSetRateLimit",
+);
+
+#[async_trait]
+impl VirtualMachineScaleSets for AzureClients {
+    async fn get(&self, rg: &str, name: &str) -> Result<compute::VirtualMachineScaleSet, ArmError> {
+        let p = self.path(SS_GET, rg, &[("virtualMachineScaleSets", name)], None)?;
+        AzureClients::get(self, SS_GET, p, COMPUTE_API_VERSION, false).await
+    }
+    async fn list(&self, rg: &str) -> Result<Vec<compute::VirtualMachineScaleSet>, ArmError> {
+        let p = self.path(SS_LIST, rg, &[], Some("virtualMachineScaleSets"))?;
+        AzureClients::list(self, SS_LIST, p, COMPUTE_API_VERSION, false).await
+    }
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        vmss: &compute::VirtualMachineScaleSet,
+    ) -> Result<compute::VirtualMachineScaleSet, ArmError> {
+        let p = self.path(SS_PUT, rg, &[("virtualMachineScaleSets", name)], None)?;
+        self.put(SS_PUT, p, COMPUTE_API_VERSION, vmss).await
+    }
+    async fn update(
+        &self,
+        rg: &str,
+        name: &str,
+        patch: &compute::VirtualMachineScaleSetUpdate,
+    ) -> Result<compute::VirtualMachineScaleSet, ArmError> {
+        let p = self.path(SS_PATCH, rg, &[("virtualMachineScaleSets", name)], None)?;
+        self.write(Method::PATCH, SS_PATCH, p, COMPUTE_API_VERSION, patch, None)
+            .await
+    }
+}
+
+const SSVM_GET: Operation = op(
+    C,
+    "virtualMachineScaleSets/virtualMachines",
+    "vmssvm",
+    "get",
+    "virtualMachineScaleSetRateLimit",
+);
+const SSVM_LIST: Operation = op(
+    C,
+    "virtualMachineScaleSets/virtualMachines",
+    "vmssvm",
+    "list",
+    "virtualMachineScaleSetRateLimit",
+);
+const SSVM_PUT: Operation = op(
+    C,
+    "virtualMachineScaleSets/virtualMachines",
+    "vmssvm",
+    "update",
+    "virtualMachineScaleSetRateLimit",
+);
+const SSVM_IV: Operation = op(
+    C,
+    "virtualMachineScaleSets/virtualMachines",
+    "vmssvm",
+    "get_instance_view",
+    "virtualMachineScaleSetRateLimit",
+);
+
+#[async_trait]
+impl VirtualMachineScaleSetVms for AzureClients {
+    async fn get(
+        &self,
+        rg: &str,
+        vmss: &str,
+        instance_id: &str,
+        instance_view: bool,
+    ) -> Result<compute::VirtualMachineScaleSetVm, ArmError> {
+        let p = self.path(
+            SSVM_GET,
+            rg,
+            &[("virtualMachineScaleSets", vmss), ("virtualMachines", instance_id)],
+            None,
+        )?;
+        AzureClients::get(self, SSVM_GET, p, COMPUTE_API_VERSION, instance_view).await
+    }
+    async fn list(
+        &self,
+        rg: &str,
+        vmss: &str,
+        instance_view: bool,
+    ) -> Result<Vec<compute::VirtualMachineScaleSetVm>, ArmError> {
+        let p = self.path(
+            SSVM_LIST,
+            rg,
+            &[("virtualMachineScaleSets", vmss)],
+            Some("virtualMachines"),
+        )?;
+        AzureClients::list(self, SSVM_LIST, p, COMPUTE_API_VERSION, instance_view).await
+    }
+    async fn update(
+        &self,
+        rg: &str,
+        vmss: &str,
+        instance_id: &str,
+        vm: &compute::VirtualMachineScaleSetVm,
+    ) -> Result<compute::VirtualMachineScaleSetVm, ArmError> {
+        let p = self.path(
+            SSVM_PUT,
+            rg,
+            &[("virtualMachineScaleSets", vmss), ("virtualMachines", instance_id)],
+            None,
+        )?;
+        self.put(SSVM_PUT, p, COMPUTE_API_VERSION, vm).await
+    }
+    async fn instance_view(
+        &self,
+        rg: &str,
+        vmss: &str,
+        instance_id: &str,
+    ) -> Result<compute::VirtualMachineScaleSetVmInstanceView, ArmError> {
+        let p = self.path(
+            SSVM_IV,
+            rg,
+            &[("virtualMachineScaleSets", vmss), ("virtualMachines", instance_id)],
+            Some("instanceView"),
+        )?;
+        AzureClients::get(self, SSVM_IV, p, COMPUTE_API_VERSION, false).await
+    }
+}
+
+const NIC_GET: Operation = op(N, "networkInterfaces", "nic", "get", "interfaceRateLimit");
+const NIC_LIST: Operation = op(N, "networkInterfaces", "nic", "list", "interfaceRateLimit");
+const NIC_PUT: Operation = op(N, "networkInterfaces", "nic", "create_or_update", "interfaceRateLimit");
+const SSNIC_GET: Operation = op(
+    C,
+    "virtualMachineScaleSets/networkInterfaces",
+    "vmss_nic",
+    "get",
+    "interfaceRateLimit",
+);
+const SSNIC_LIST: Operation = op(
+    C,
+    "virtualMachineScaleSets/networkInterfaces",
+    "vmss_nic",
+    "list",
+    "interfaceRateLimit",
+);
+const SSPIP_GET: Operation = op(
+    C,
+    "virtualMachineScaleSets/publicIPAddresses",
+    "vmss_public_ip",
+    "get",
+    "publicIPAddressRateLimit",
+);
+
+#[async_trait]
+impl NetworkInterfaces for AzureClients {
+    async fn get(&self, rg: &str, name: &str) -> Result<network::NetworkInterface, ArmError> {
+        let p = self.path(NIC_GET, rg, &[("networkInterfaces", name)], None)?;
+        AzureClients::get(self, NIC_GET, p, NETWORK_API_VERSION, false).await
+    }
+    async fn list(&self, rg: &str) -> Result<Vec<network::NetworkInterface>, ArmError> {
+        let p = self.path(NIC_LIST, rg, &[], Some("networkInterfaces"))?;
+        AzureClients::list(self, NIC_LIST, p, NETWORK_API_VERSION, false).await
+    }
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        nic: &network::NetworkInterface,
+    ) -> Result<network::NetworkInterface, ArmError> {
+        let p = self.path(NIC_PUT, rg, &[("networkInterfaces", name)], None)?;
+        self.put(NIC_PUT, p, NETWORK_API_VERSION, nic).await
+    }
+    async fn get_scale_set_nic(
+        &self,
+        rg: &str,
+        vmss: &str,
+        instance_id: &str,
+        nic: &str,
+    ) -> Result<network::NetworkInterface, ArmError> {
+        let p = self.path(
+            SSNIC_GET,
+            rg,
+            &[
+                ("virtualMachineScaleSets", vmss),
+                ("virtualMachines", instance_id),
+                ("networkInterfaces", nic),
+            ],
+            None,
+        )?;
+        AzureClients::get(self, SSNIC_GET, p, VMSS_NETWORK_API_VERSION, false).await
+    }
+    async fn list_scale_set_nics(&self, rg: &str, vmss: &str) -> Result<Vec<network::NetworkInterface>, ArmError> {
+        let p = self.path(
+            SSNIC_LIST,
+            rg,
+            &[("virtualMachineScaleSets", vmss)],
+            Some("networkInterfaces"),
+        )?;
+        AzureClients::list(self, SSNIC_LIST, p, VMSS_NETWORK_API_VERSION, false).await
+    }
+    async fn get_scale_set_public_ip(
+        &self,
+        rg: &str,
+        vmss: &str,
+        instance_id: &str,
+        nic: &str,
+        ip_config: &str,
+        public_ip: &str,
+    ) -> Result<network::PublicIpAddress, ArmError> {
+        let p = self.path(
+            SSPIP_GET,
+            rg,
+            &[
+                ("virtualMachineScaleSets", vmss),
+                ("virtualMachines", instance_id),
+                ("networkInterfaces", nic),
+                ("ipconfigurations", ip_config),
+                ("publicipaddresses", public_ip),
+            ],
+            None,
+        )?;
+        AzureClients::get(self, SSPIP_GET, p, VMSS_NETWORK_API_VERSION, false).await
+    }
+}
+
+const LB_GET: Operation = op(N, "loadBalancers", "load_balancer", "get", "loadBalancerRateLimit");
+const LB_LIST: Operation = op(N, "loadBalancers", "load_balancer", "list", "loadBalancerRateLimit");
+const LB_PUT: Operation = op(
+    N,
+    "loadBalancers",
+    "load_balancer",
+    "create_or_update",
+    "loadBalancerRateLimit",
+);
+const LB_DELETE: Operation = op(N, "loadBalancers", "load_balancer", "delete", "loadBalancerRateLimit");
+const POOL_PUT: Operation = op(
+    N,
+    "loadBalancers/backendAddressPools",
+    "load_balancer_backend_pool",
+    "create_or_update",
+    "loadBalancerRateLimit",
+);
+
+#[async_trait]
+impl LoadBalancers for AzureClients {
+    async fn get(&self, rg: &str, name: &str) -> Result<network::LoadBalancer, ArmError> {
+        let p = self.path(LB_GET, rg, &[("loadBalancers", name)], None)?;
+        AzureClients::get(self, LB_GET, p, NETWORK_API_VERSION, false).await
+    }
+    async fn list(&self, rg: &str) -> Result<Vec<network::LoadBalancer>, ArmError> {
+        let p = self.path(LB_LIST, rg, &[], Some("loadBalancers"))?;
+        AzureClients::list(self, LB_LIST, p, NETWORK_API_VERSION, false).await
+    }
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        lb: &network::LoadBalancer,
+    ) -> Result<network::LoadBalancer, ArmError> {
+        let p = self.path(LB_PUT, rg, &[("loadBalancers", name)], None)?;
+        self.put(LB_PUT, p, NETWORK_API_VERSION, lb).await
+    }
+    async fn delete(&self, rg: &str, name: &str) -> Result<(), ArmError> {
+        let p = self.path(LB_DELETE, rg, &[("loadBalancers", name)], None)?;
+        AzureClients::delete(self, LB_DELETE, p, NETWORK_API_VERSION).await
+    }
+    async fn create_or_update_backend_pool(
+        &self,
+        rg: &str,
+        lb: &str,
+        pool: &str,
+        body: &network::BackendAddressPool,
+    ) -> Result<network::BackendAddressPool, ArmError> {
+        let p = self.path(
+            POOL_PUT,
+            rg,
+            &[("loadBalancers", lb), ("backendAddressPools", pool)],
+            None,
+        )?;
+        self.put(POOL_PUT, p, NETWORK_API_VERSION, body).await
+    }
+}
+
+const PIP_GET: Operation = op(N, "publicIPAddresses", "public_ip", "get", "publicIPAddressRateLimit");
+const PIP_LIST: Operation = op(N, "publicIPAddresses", "public_ip", "list", "publicIPAddressRateLimit");
+const PIP_PUT: Operation = op(
+    N,
+    "publicIPAddresses",
+    "public_ip",
+    "create_or_update",
+    "publicIPAddressRateLimit",
+);
+const PIP_DELETE: Operation = op(
+    N,
+    "publicIPAddresses",
+    "public_ip",
+    "delete",
+    "publicIPAddressRateLimit",
+);
+
+#[async_trait]
+impl PublicIpAddresses for AzureClients {
+    async fn get(&self, rg: &str, name: &str) -> Result<network::PublicIpAddress, ArmError> {
+        let p = self.path(PIP_GET, rg, &[("publicIPAddresses", name)], None)?;
+        AzureClients::get(self, PIP_GET, p, NETWORK_API_VERSION, false).await
+    }
+    async fn list(&self, rg: &str) -> Result<Vec<network::PublicIpAddress>, ArmError> {
+        let p = self.path(PIP_LIST, rg, &[], Some("publicIPAddresses"))?;
+        AzureClients::list(self, PIP_LIST, p, NETWORK_API_VERSION, false).await
+    }
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        pip: &network::PublicIpAddress,
+    ) -> Result<network::PublicIpAddress, ArmError> {
+        let p = self.path(PIP_PUT, rg, &[("publicIPAddresses", name)], None)?;
+        self.put(PIP_PUT, p, NETWORK_API_VERSION, pip).await
+    }
+    async fn delete(&self, rg: &str, name: &str) -> Result<(), ArmError> {
+        let p = self.path(PIP_DELETE, rg, &[("publicIPAddresses", name)], None)?;
+        AzureClients::delete(self, PIP_DELETE, p, NETWORK_API_VERSION).await
+    }
+}
+
+const NSG_GET: Operation = op(
+    N,
+    "networkSecurityGroups",
+    "security_group",
+    "get",
+    "securityGroupRateLimit",
+);
+const NSG_PUT: Operation = op(
+    N,
+    "networkSecurityGroups",
+    "security_group",
+    "create_or_update",
+    "securityGroupRateLimit",
+);
+
+#[async_trait]
+impl SecurityGroups for AzureClients {
+    async fn get(&self, rg: &str, name: &str) -> Result<network::NetworkSecurityGroup, ArmError> {
+        let p = self.path(NSG_GET, rg, &[("networkSecurityGroups", name)], None)?;
+        AzureClients::get(self, NSG_GET, p, NETWORK_API_VERSION, false).await
+    }
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        nsg: &network::NetworkSecurityGroup,
+    ) -> Result<network::NetworkSecurityGroup, ArmError> {
+        let p = self.path(NSG_PUT, rg, &[("networkSecurityGroups", name)], None)?;
+        self.put(NSG_PUT, p, NETWORK_API_VERSION, nsg).await
+    }
+}
+
+const RT_GET: Operation = op(N, "routeTables", "route_table", "get", "routeTableRateLimit");
+const RT_PUT: Operation = op(
+    N,
+    "routeTables",
+    "route_table",
+    "create_or_update",
+    "routeTableRateLimit",
+);
+
+#[async_trait]
+impl RouteTables for AzureClients {
+    async fn get(&self, rg: &str, name: &str) -> Result<network::RouteTable, ArmError> {
+        let p = self.path(RT_GET, rg, &[("routeTables", name)], None)?;
+        AzureClients::get(self, RT_GET, p, NETWORK_API_VERSION, false).await
+    }
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        table: &network::RouteTable,
+    ) -> Result<network::RouteTable, ArmError> {
+        let p = self.path(RT_PUT, rg, &[("routeTables", name)], None)?;
+        self.put(RT_PUT, p, NETWORK_API_VERSION, table).await
+    }
+}
+
+const SUBNET_GET: Operation = op(N, "virtualNetworks/subnets", "subnet", "get", "subnetsRateLimit");
+
+#[async_trait]
+impl Subnets for AzureClients {
+    async fn get(&self, rg: &str, vnet: &str, name: &str) -> Result<network::Subnet, ArmError> {
+        let p = self.path(SUBNET_GET, rg, &[("virtualNetworks", vnet), ("subnets", name)], None)?;
+        AzureClients::get(self, SUBNET_GET, p, NETWORK_API_VERSION, false).await
+    }
+}
