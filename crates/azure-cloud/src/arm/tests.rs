@@ -279,13 +279,18 @@ async fn throttled_bucket_sends_nothing_inside_retry_after() {
     let t0 = Instant::now();
     let c2 = c.clone();
     let first = tokio::spawn(async move { LoadBalancers::get(&c2, "rg", "kubernetes").await });
-    // A second caller arrives while the gate is closed.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(c
+    // A second caller arrives once the 429 has closed the gate (real I/O: yield, never advance the clock).
+    let mut spins = 0u32;
+    while c
         .arm()
         .gates()
         .closed_until("Microsoft.Network", Access::Read)
-        .is_some());
+        .is_none()
+    {
+        spins += 1;
+        assert!(spins < 10_000_000, "the 429 never closed the gate");
+        tokio::task::yield_now().await;
+    }
     LoadBalancers::get(&c, "rg", "kubernetes").await.unwrap();
     first.await.unwrap().unwrap();
     assert!(t0.elapsed() >= Duration::from_secs(30), "{:?}", t0.elapsed());
