@@ -1,0 +1,163 @@
+//! Command-line flags, named and behaving like upstream's (`--flag`, `--flag=true|false`, `--flag value`).
+
+use azure_cloud::config::{CloudConfig, ConfigError};
+use clap::{ArgAction, Parser};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Flags of `azure-cloud-controller-manager`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "azure-cloud-controller-manager",
+    version,
+    about = "Kubernetes cloud-controller-manager for Azure"
+)]
+pub struct Options {
+    /// Path to the cloud provider configuration file (azure.json).
+    #[arg(long = "cloud-config", value_name = "FILE")]
+    pub cloud_config: Option<PathBuf>,
+    /// Cloud provider name; only `azure` is supported.
+    #[arg(long = "cloud-provider", default_value = "azure")]
+    pub cloud_provider: String,
+    /// Load and validate the cloud config, print the effective configuration (secrets redacted), and exit.
+    #[arg(long = "check-config", action = ArgAction::Set, num_args = 0..=1, default_value = "false", default_missing_value = "true")]
+    pub check_config: bool,
+    /// Log verbosity (0–10, as klog's `--v`).
+    #[arg(long = "v", short = 'v', default_value_t = 2)]
+    pub verbosity: u8,
+    /// Log format: `text` or `json`.
+    #[arg(long = "logging-format", default_value = "text")]
+    pub logging_format: String,
+}
+
+/// Maps klog verbosity to a tracing level: 0–1 warn/info, 2–3 info, 4 debug, 5+ trace.
+pub fn level_for(v: u8) -> tracing::Level {
+    match v {
+        0 => tracing::Level::WARN,
+        1..=3 => tracing::Level::INFO,
+        4 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    }
+}
+
+/// Installs the log subscriber.
+pub fn init_logging(opts: &Options) {
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level_for(opts.verbosity))
+        .with_writer(std::io::stderr);
+    if opts.logging_format.eq_ignore_ascii_case("json") {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+/// Runs the command; returns the process exit code. Output goes to `out`, diagnostics to `err`.
+pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    if !opts.cloud_provider.eq_ignore_ascii_case("azure") {
+        let _ = writeln!(
+            err,
+            "--cloud-provider={:?} is not supported: only \"azure\"",
+            opts.cloud_provider
+        );
+        return 1;
+    }
+    let Some(path) = &opts.cloud_config else {
+        let _ = writeln!(err, "--cloud-config is required: the path to azure.json");
+        return 1;
+    };
+    if !opts.check_config {
+        let _ = writeln!(
+            err,
+            "this version of azure-cloud-controller-manager implements only --check-config; \
+             the controllers (node, node-lifecycle, service, route) are not available yet"
+        );
+        return 2;
+    }
+    check_config(path, out, err)
+}
+
+/// `--check-config`: load, default and validate; print the effective configuration or the errors.
+pub fn check_config(path: &std::path::Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    match CloudConfig::load(path, &azure_cloud::config::process_env) {
+        Ok((cfg, report)) => {
+            for k in &report.unknown_keys {
+                let _ = writeln!(err, "warning: unknown key {k:?} ignored");
+            }
+            for w in &report.warnings {
+                let _ = writeln!(err, "warning: {w}");
+            }
+            let effective = serde_json::json!({
+                "credential": format!("{:?}", cfg.credential_kind()),
+                "config": cfg.to_redacted_json(),
+            });
+            let text = serde_json::to_string_pretty(&effective).unwrap_or_default();
+            let _ = writeln!(out, "{text}");
+            let _ = writeln!(err, "{}: valid", path.display());
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(err, "{}: {}", path.display(), e);
+            if matches!(e, ConfigError::Invalid(_)) {
+                let _ = writeln!(err, "see docs/configuration.md for every key, its type and default");
+            }
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with(args: &[&str]) -> (i32, String, String) {
+        let opts = Options::try_parse_from(std::iter::once("ccm").chain(args.iter().copied())).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(&opts, &mut out, &mut err);
+        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
+    #[test]
+    fn check_config_valid_and_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.json");
+        std::fs::write(
+            &good,
+            r#"{"useInstanceMetadata": true, "vmType": "standard", "extraKey": 1}"#,
+        )
+        .unwrap();
+        let (code, out, err) = run_with(&["--cloud-config", good.to_str().unwrap(), "--check-config"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("\"vmType\": \"standard\""), "{out}");
+        assert!(err.contains("unknown key \"extraKey\""), "{err}");
+
+        let bad = dir.path().join("bad.json");
+        std::fs::write(
+            &bad,
+            r#"{"useInstanceMetadata": true, "vmType": "vmsss", "aadClientSecret": "hunter2"}"#,
+        )
+        .unwrap();
+        let arg = format!("--cloud-config={}", bad.display());
+        let (code, out, err) = run_with(&[&arg, "--check-config=true"]);
+        assert_eq!(code, 1);
+        assert!(out.is_empty());
+        assert!(
+            err.contains(r#"vmType "vmsss" is not one of: standard, vmss, vmssflex"#),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn flags() {
+        let (code, _, err) = run_with(&["--check-config"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("--cloud-config is required"));
+        let (code, _, err) = run_with(&["--cloud-provider=aws", "--cloud-config=x"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("only \"azure\""));
+        let o = Options::try_parse_from(["ccm", "--check-config=false", "--v=4"]).unwrap();
+        assert!(!o.check_config);
+        assert_eq!(level_for(o.verbosity), tracing::Level::DEBUG);
+    }
+}

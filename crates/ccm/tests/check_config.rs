@@ -1,0 +1,45 @@
+//! The binary's `--check-config`, as an operator runs it.
+
+use std::process::Command;
+
+fn run(config: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("azure.json");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
+        .arg("--cloud-config")
+        .arg(&path)
+        .arg("--check-config")
+        .env_remove("AZURE_CLIENT_SECRET")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn invalid_vm_type_exits_1_and_names_the_key() {
+    let (code, _, err) = run(r#"{"useInstanceMetadata": true, "vmType": "vmsss"}"#);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("vmType"), "{err}");
+}
+
+#[test]
+fn valid_file_exits_0_and_prints_redacted_config() {
+    let (code, out, err) = run(
+        r#"{"tenantId":"t","subscriptionId":"s","aadClientId":"c","aadClientSecret":"hunter2","resourceGroup":"RG","location":"eastus"}"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"resourceGroup\": \"rg\""), "{out}");
+    assert!(!out.contains("hunter2") && !err.contains("hunter2"));
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../azure.json.example")).unwrap();
+    let (code, _, err) = run(&example);
+    assert_eq!(code, 0, "{err}");
+}
