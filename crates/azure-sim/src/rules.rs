@@ -1,0 +1,321 @@
+//! What ARM enforces on writes and deletes: references inside a load balancer, public IP / LB SKU match,
+//! resources in use, NSG priorities, per-resource limits; plus address allocation for public IPs,
+//! internal frontends and NICs. Error codes are ARM's where known.
+
+use crate::store::{prop_array, props_mut, str_at, Store};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+
+/// Limits enforced (published Azure limits).
+pub const MAX_LB_RULES: usize = 1500;
+/// Frontend IP configurations per load balancer.
+pub const MAX_LB_FRONTENDS: usize = 600;
+/// Rules per NSG.
+pub const MAX_NSG_RULES: usize = 1000;
+/// Routes per route table.
+pub const MAX_ROUTES: usize = 400;
+
+/// A refused write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    /// ARM error code.
+    pub code: String,
+    /// Message.
+    pub message: String,
+}
+
+fn err(code: &str, message: String) -> Result<(), RuleError> {
+    Err(RuleError {
+        code: code.into(),
+        message,
+    })
+}
+
+fn lower(s: &str) -> String {
+    s.to_ascii_lowercase()
+}
+
+/// Validates (and completes: addresses) a body about to be stored at `id` with ARM type `arm_type`.
+pub fn validate(store: &mut Store, arm_type: &str, id: &str, body: &mut Value) -> Result<(), RuleError> {
+    match lower(arm_type).as_str() {
+        "microsoft.network/loadbalancers" => load_balancer(store, id, body),
+        "microsoft.network/publicipaddresses" => public_ip(store, body),
+        "microsoft.network/networksecuritygroups" => security_group(body),
+        "microsoft.network/routetables" => route_table(body),
+        "microsoft.network/networkinterfaces" => nic(store, id, body),
+        _ => Ok(()),
+    }
+}
+
+fn names(body: &Value, prop: &str) -> HashSet<String> {
+    prop_array(body, prop)
+        .iter()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .map(lower)
+        .collect()
+}
+
+fn check_ref(
+    lb_id: &str,
+    prop: &str,
+    known: &HashSet<String>,
+    reference: Option<&str>,
+    rule: &str,
+) -> Result<(), RuleError> {
+    let Some(r) = reference else {
+        return err(
+            "InvalidResourceReference",
+            format!("Load balancing rule {rule} has no {prop} reference."),
+        );
+    };
+    let prefix = format!("{}/{}/", lower(lb_id), lower(prop));
+    let l = lower(r);
+    match l.strip_prefix(&prefix) {
+        Some(name) if known.contains(name) => Ok(()),
+        _ => err(
+            "InvalidResourceReference",
+            format!("Resource {r} referenced by load balancing rule {rule} was not found in load balancer {lb_id}."),
+        ),
+    }
+}
+
+/// The address prefix of a subnet id, from its virtual network.
+pub(crate) fn subnet_prefix(store: &Store, subnet_id: &str) -> Option<String> {
+    let l = lower(subnet_id);
+    let idx = l.find("/subnets/")?;
+    let vnet = store.get(&subnet_id[..idx])?;
+    let name = &l[idx + "/subnets/".len()..];
+    prop_array(&vnet.body, "subnets")
+        .iter()
+        .find(|s| s.get("name").and_then(Value::as_str).map(lower).as_deref() == Some(name))
+        .and_then(|s| str_at(s, &["properties", "addressPrefix"]))
+        .map(str::to_string)
+}
+
+fn allocate_in(store: &mut Store, ipconf: &mut Value, owner: &str) -> Result<(), RuleError> {
+    let Some(subnet) = str_at(ipconf, &["properties", "subnet", "id"]).map(str::to_string) else {
+        return Ok(());
+    };
+    let Some(prefix) = subnet_prefix(store, &subnet) else {
+        return err(
+            "InvalidResourceReference",
+            format!("Subnet {subnet} referenced by {owner} was not found."),
+        );
+    };
+    let has_ip = str_at(ipconf, &["properties", "privateIPAddress"]).is_some_and(|s| !s.is_empty());
+    if let Some(p) = props_mut(ipconf) {
+        if has_ip {
+            if let Some(ip) = p
+                .get("privateIPAddress")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+            {
+                store.reserve_private_ip(&subnet, ip);
+            }
+        } else {
+            let Some(ip) = store.allocate_private_ip(&subnet, &prefix) else {
+                return err(
+                    "SubnetIsFull",
+                    format!("Subnet {subnet} has no free address for {owner}."),
+                );
+            };
+            p.insert("privateIPAddress".into(), json!(ip.to_string()));
+            p.entry("privateIPAllocationMethod").or_insert(json!("Dynamic"));
+        }
+        p.entry("privateIPAddressVersion").or_insert(json!("IPv4"));
+    }
+    Ok(())
+}
+
+fn sku_of(v: &Value) -> String {
+    str_at(v, &["sku", "name"]).map(lower).unwrap_or_else(|| "basic".into())
+}
+
+fn load_balancer(store: &mut Store, id: &str, body: &mut Value) -> Result<(), RuleError> {
+    let frontends = names(body, "frontendIPConfigurations");
+    let pools = names(body, "backendAddressPools");
+    let probes = names(body, "probes");
+    let rules = prop_array(body, "loadBalancingRules").to_vec();
+    if frontends.len() > MAX_LB_FRONTENDS {
+        return err(
+            "LoadBalancerFrontendIPConfigurationsLimitReached",
+            format!(
+                "Load balancer {id} has {} frontend IP configurations; the limit is {MAX_LB_FRONTENDS}.",
+                frontends.len()
+            ),
+        );
+    }
+    if rules.len() > MAX_LB_RULES {
+        return err(
+            "LoadBalancerRulesLimitReached",
+            format!(
+                "Load balancer {id} has {} rules; the limit is {MAX_LB_RULES}.",
+                rules.len()
+            ),
+        );
+    }
+    for r in &rules {
+        let name = r.get("name").and_then(Value::as_str).unwrap_or("?");
+        check_ref(
+            id,
+            "frontendIPConfigurations",
+            &frontends,
+            str_at(r, &["properties", "frontendIPConfiguration", "id"]),
+            name,
+        )?;
+        if let Some(pool) = str_at(r, &["properties", "backendAddressPool", "id"]) {
+            check_ref(id, "backendAddressPools", &pools, Some(pool), name)?;
+        }
+        if let Some(probe) = str_at(r, &["properties", "probe", "id"]) {
+            check_ref(id, "probes", &probes, Some(probe), name)?;
+        }
+    }
+    let lb_sku = sku_of(body);
+    let mut fes = prop_array(body, "frontendIPConfigurations").to_vec();
+    for fe in fes.iter_mut() {
+        let fe_name = fe.get("name").and_then(Value::as_str).unwrap_or("?").to_string();
+        if let Some(pip_id) = str_at(fe, &["properties", "publicIPAddress", "id"]).map(str::to_string) {
+            let Some(pip) = store.get(&pip_id) else {
+                return err(
+                    "InvalidResourceReference",
+                    format!("Public IP {pip_id} referenced by frontend {fe_name} of {id} was not found."),
+                );
+            };
+            if sku_of(&pip.body) != lb_sku {
+                return err(
+                    "PublicIPAndLBSkuDoNotMatch",
+                    format!(
+                        "{} sku load balancer {id} cannot reference {} sku publicIP {pip_id}.",
+                        lb_sku,
+                        sku_of(&pip.body)
+                    ),
+                );
+            }
+            let users: Vec<String> = store
+                .referrers(&pip_id)
+                .into_iter()
+                .filter(|r| !lower(r).starts_with(&lower(id)))
+                .collect();
+            if let Some(other) = users.first() {
+                return err(
+                    "PublicIPAddressInUse",
+                    format!("Public IP {pip_id} is already used by {other} and cannot be referenced by {id}."),
+                );
+            }
+        } else {
+            allocate_in(store, fe, &format!("frontend {fe_name} of {id}"))?;
+        }
+    }
+    if let Some(p) = props_mut(body) {
+        p.insert("frontendIPConfigurations".into(), Value::Array(fes));
+    }
+    Ok(())
+}
+
+fn public_ip(store: &mut Store, body: &mut Value) -> Result<(), RuleError> {
+    let sku = sku_of(body);
+    let method = str_at(body, &["properties", "publicIPAllocationMethod"]).map(lower);
+    if sku == "standard" && method.as_deref() == Some("dynamic") {
+        return err(
+            "StandardSkuPublicIPAddressesMustBeStatic",
+            "Standard sku publicIp addresses must use the Static allocation method.".into(),
+        );
+    }
+    let has = str_at(body, &["properties", "ipAddress"]).is_some_and(|s| !s.is_empty());
+    let ip = (!has).then(|| store.allocate_public_ip());
+    if let Some(p) = props_mut(body) {
+        p.entry("publicIPAllocationMethod")
+            .or_insert(json!(if sku == "standard" { "Static" } else { "Dynamic" }));
+        p.entry("publicIPAddressVersion").or_insert(json!("IPv4"));
+        if let Some(ip) = ip {
+            p.insert("ipAddress".into(), json!(ip.to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn security_group(body: &mut Value) -> Result<(), RuleError> {
+    let rules = prop_array(body, "securityRules");
+    if rules.len() > MAX_NSG_RULES {
+        return err(
+            "SecurityRulesLimitExceeded",
+            format!(
+                "{} security rules exceed the limit of {MAX_NSG_RULES} per network security group.",
+                rules.len()
+            ),
+        );
+    }
+    let mut seen = HashSet::new();
+    for r in rules {
+        let name = r.get("name").and_then(Value::as_str).unwrap_or("?");
+        let prio = r
+            .get("properties")
+            .and_then(|p| p.get("priority"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if !(100..=4096).contains(&prio) {
+            return err(
+                "SecurityRuleInvalidPriority",
+                format!("Security rule {name} has invalid priority {prio}: values must be in 100..4096."),
+            );
+        }
+        let dir = str_at(r, &["properties", "direction"]).map(lower).unwrap_or_default();
+        if !seen.insert((dir.clone(), prio)) {
+            return err(
+                "SecurityRuleConflict",
+                format!("Security rule {name} has the same priority {prio} and direction {dir} as another rule."),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn route_table(body: &mut Value) -> Result<(), RuleError> {
+    let n = prop_array(body, "routes").len();
+    if n > MAX_ROUTES {
+        return err(
+            "RouteTableRouteLimitReached",
+            format!("{n} routes exceed the limit of {MAX_ROUTES} per route table."),
+        );
+    }
+    Ok(())
+}
+
+fn nic(store: &mut Store, id: &str, body: &mut Value) -> Result<(), RuleError> {
+    let mut ipcs = prop_array(body, "ipConfigurations").to_vec();
+    for ipc in ipcs.iter_mut() {
+        allocate_in(store, ipc, id)?;
+    }
+    if let Some(p) = props_mut(body) {
+        p.insert("ipConfigurations".into(), Value::Array(ipcs));
+    }
+    Ok(())
+}
+
+/// Refuses deleting a resource that another resource references.
+pub fn check_delete(store: &Store, arm_type: &str, id: &str) -> Result<(), RuleError> {
+    let users = store.referrers(id);
+    let Some(user) = users.first() else { return Ok(()) };
+    let code = match lower(arm_type).as_str() {
+        "microsoft.network/publicipaddresses" => "PublicIPAddressInUse",
+        "microsoft.network/networksecuritygroups" => "InUseNetworkSecurityGroupCannotBeDeleted",
+        "microsoft.network/routetables" => "InUseRouteTableCannotBeDeleted",
+        "microsoft.network/loadbalancers" => "LoadBalancerInUseByVirtualMachineScaleSet",
+        _ => "InUseResourceCannotBeDeleted",
+    };
+    err(code, format!("{id} is in use by {user} and cannot be deleted."))
+}
+
+/// Releases private addresses held by a deleted NIC or load balancer.
+pub fn release_addresses(store: &mut Store, body: &Value) {
+    for prop in ["ipConfigurations", "frontendIPConfigurations"] {
+        for ipc in prop_array(body, prop) {
+            if let (Some(subnet), Some(ip)) = (
+                str_at(ipc, &["properties", "subnet", "id"]),
+                str_at(ipc, &["properties", "privateIPAddress"]).and_then(|s| s.parse().ok()),
+            ) {
+                store.release_private_ip(subnet, ip);
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The resource store: every resource by lower-cased id, with its body and ETag; embedded children
+//! (LB pools, rules, probes, frontends; routes; subnets; security rules) live inside their parent's body
+//! as in ARM. Address pools for subnets and public IPs.
+
+use ipnet::Ipv4Net;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+/// One stored resource.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// The id as created.
+    pub id: String,
+    /// The full body (id, name, type, etag, properties, ...).
+    pub body: Value,
+    /// Writes are refused (busy) until this simulated time (ms).
+    pub busy_until_ms: u64,
+}
+
+/// Properties that hold embedded child resources, by the child type segment (lower-case).
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("frontendipconfigurations", "frontendIPConfigurations"),
+    ("backendaddresspools", "backendAddressPools"),
+    ("loadbalancingrules", "loadBalancingRules"),
+    ("probes", "probes"),
+    ("inboundnatrules", "inboundNatRules"),
+    ("outboundrules", "outboundRules"),
+    ("routes", "routes"),
+    ("subnets", "subnets"),
+    ("securityrules", "securityRules"),
+    ("ipconfigurations", "ipConfigurations"),
+];
+
+/// The property name of an embedded child type segment.
+pub fn embedded_property(child_type: &str) -> Option<&'static str> {
+    let lower = child_type.to_ascii_lowercase();
+    EMBEDDED.iter().find(|(k, _)| *k == lower).map(|(_, v)| *v)
+}
+
+/// The store.
+#[derive(Debug, Default)]
+pub struct Store {
+    resources: BTreeMap<String, Resource>,
+    etag_counter: u64,
+    /// Used addresses per subnet id (lower-case).
+    subnet_used: HashMap<String, BTreeSet<Ipv4Addr>>,
+    public_next: u32,
+}
+
+impl Store {
+    /// A new ETag.
+    pub fn next_etag(&mut self) -> String {
+        self.etag_counter += 1;
+        format!(
+            "W/\"{:08x}-sim-{}\"",
+            self.etag_counter.wrapping_mul(2654435761),
+            self.etag_counter
+        )
+    }
+
+    /// The resource of an id.
+    pub fn get(&self, id: &str) -> Option<&Resource> {
+        self.resources.get(&id.to_ascii_lowercase())
+    }
+
+    /// Mutable access.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Resource> {
+        self.resources.get_mut(&id.to_ascii_lowercase())
+    }
+
+    /// Inserts or replaces a resource: sets `id`, `name`, `type`, a new `etag`, and ids of embedded children.
+    pub fn put(&mut self, id: &str, arm_type: &str, mut body: Value, busy_until_ms: u64) -> Value {
+        let etag = self.next_etag();
+        let canonical = self.get(id).map(|r| r.id.clone()).unwrap_or_else(|| id.to_string());
+        let name = canonical.rsplit('/').next().unwrap_or_default().to_string();
+        if let Value::Object(m) = &mut body {
+            m.insert("id".into(), json!(canonical));
+            m.insert("name".into(), json!(name));
+            m.insert("type".into(), json!(arm_type));
+            m.insert("etag".into(), json!(etag));
+            let props = m.entry("properties").or_insert_with(|| json!({}));
+            if let Value::Object(p) = props {
+                for (_, prop) in EMBEDDED {
+                    if let Some(Value::Array(children)) = p.get_mut(*prop) {
+                        for c in children.iter_mut() {
+                            if let Value::Object(cm) = c {
+                                if let Some(n) = cm.get("name").and_then(Value::as_str).map(str::to_string) {
+                                    cm.insert("id".into(), json!(format!("{canonical}/{prop}/{n}")));
+                                    cm.insert("etag".into(), json!(etag));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.resources.insert(
+            canonical.to_ascii_lowercase(),
+            Resource {
+                id: canonical,
+                body: body.clone(),
+                busy_until_ms,
+            },
+        );
+        body
+    }
+
+    /// Removes a resource (and every resource stored under its id).
+    pub fn remove(&mut self, id: &str) -> Option<Resource> {
+        let key = id.to_ascii_lowercase();
+        let prefix = format!("{key}/");
+        let nested: Vec<String> = self
+            .resources
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in nested {
+            self.resources.remove(&k);
+        }
+        self.resources.remove(&key)
+    }
+
+    /// The direct children of a collection path (e.g. `.../resourceGroups/rg/providers/Microsoft.Network/loadBalancers`).
+    pub fn list(&self, collection: &str) -> Vec<&Resource> {
+        let prefix = format!("{}/", collection.to_ascii_lowercase().trim_end_matches('/'));
+        self.resources
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !k[prefix.len()..].contains('/'))
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    /// Every resource whose id starts with a prefix (lower-case compare).
+    pub fn under(&self, prefix: &str) -> Vec<&Resource> {
+        let p = prefix.to_ascii_lowercase();
+        self.resources
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    /// Every resource.
+    pub fn all(&self) -> impl Iterator<Item = &Resource> {
+        self.resources.values()
+    }
+
+    /// Number of resources.
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+
+    /// Ids of other resources that reference `id` (or something under it) in their bodies.
+    pub fn referrers(&self, id: &str) -> Vec<String> {
+        let needle = format!("\"{}", id.to_ascii_lowercase());
+        let own_prefix = format!("{}/", id.to_ascii_lowercase());
+        self.resources
+            .iter()
+            .filter(|(k, _)| k.as_str() != id.to_ascii_lowercase() && !k.starts_with(&own_prefix))
+            .filter(|(_, r)| {
+                let text = r.body.to_string().to_ascii_lowercase();
+                text.contains(&format!("{needle}\"")) || text.contains(&format!("{needle}/"))
+            })
+            .map(|(_, r)| r.id.clone())
+            .collect()
+    }
+
+    /// Allocates the next free address of a subnet (skipping Azure's reserved first four).
+    pub fn allocate_private_ip(&mut self, subnet_id: &str, prefix: &str) -> Option<Ipv4Addr> {
+        let net: Ipv4Net = prefix.parse().ok()?;
+        let used = self.subnet_used.entry(subnet_id.to_ascii_lowercase()).or_default();
+        let ip = net.hosts().skip(3).find(|ip| !used.contains(ip))?;
+        used.insert(ip);
+        Some(ip)
+    }
+
+    /// Marks an address as used (scenario set-up).
+    pub fn reserve_private_ip(&mut self, subnet_id: &str, ip: Ipv4Addr) {
+        self.subnet_used
+            .entry(subnet_id.to_ascii_lowercase())
+            .or_default()
+            .insert(ip);
+    }
+
+    /// Releases an address.
+    pub fn release_private_ip(&mut self, subnet_id: &str, ip: Ipv4Addr) {
+        if let Some(s) = self.subnet_used.get_mut(&subnet_id.to_ascii_lowercase()) {
+            s.remove(&ip);
+        }
+    }
+
+    /// The next public address from the simulator's pool (20.0.0.0/8).
+    pub fn allocate_public_ip(&mut self) -> Ipv4Addr {
+        self.public_next += 1;
+        let n = self.public_next;
+        Ipv4Addr::new(20, ((n >> 16) & 0xff) as u8, ((n >> 8) & 0xff) as u8, (n & 0xff) as u8)
+    }
+
+    /// A dump of every resource.
+    pub fn dump(&self) -> Value {
+        Value::Array(self.resources.values().map(|r| r.body.clone()).collect())
+    }
+}
+
+/// `properties` of a body, created when absent (`None` when the body is not an object).
+pub fn props_mut(body: &mut Value) -> Option<&mut Map<String, Value>> {
+    let m = body.as_object_mut()?;
+    let p = m.entry("properties").or_insert_with(|| json!({}));
+    if !p.is_object() {
+        *p = json!({});
+    }
+    p.as_object_mut()
+}
+
+/// Case-insensitive lookup of a string at a JSON pointer-like path of keys.
+pub fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for k in path {
+        cur = cur
+            .as_object()?
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v)?;
+    }
+    cur.as_str()
+}
+
+/// The array at `properties.<name>` (empty when absent).
+pub fn prop_array<'a>(v: &'a Value, name: &str) -> &'a [Value] {
+    v.get("properties")
+        .and_then(|p| p.get(name))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
