@@ -528,16 +528,21 @@ pub fn set_power_state(store: &mut Store, vm_id: &str, power: &str) -> Result<()
     Ok(())
 }
 
-/// The first VM or scale-set instance (what IMDS describes by default).
+/// The first scale-set instance, else the first VM: what IMDS describes by default.
 pub fn first_vm(store: &Store) -> Option<String> {
-    store
-        .all()
-        .find(|r| {
-            let t = r.body.get("type").and_then(Value::as_str).unwrap_or_default();
-            t.eq_ignore_ascii_case("Microsoft.Compute/virtualMachineScaleSets/virtualMachines")
-                || t.eq_ignore_ascii_case("Microsoft.Compute/virtualMachines")
-        })
-        .map(|r| r.id.clone())
+    let of_type = |ty: &str| {
+        store
+            .all()
+            .find(|r| {
+                r.body
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.eq_ignore_ascii_case(ty))
+            })
+            .map(|r| r.id.clone())
+    };
+    of_type("Microsoft.Compute/virtualMachineScaleSets/virtualMachines")
+        .or_else(|| of_type("Microsoft.Compute/virtualMachines"))
 }
 
 #[cfg(test)]

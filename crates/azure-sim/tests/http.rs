@@ -1,0 +1,623 @@
+//! The simulator over HTTPS, as a client sees it: auth, URL shapes, LROs, ETags, integrity rules, limits,
+//! throttling, faults, runtime changes and accounting.
+
+use azure_sim::faults::{FaultKind, FaultRule};
+use azure_sim::scenario::Scenario;
+use azure_sim::{AzureSim, BusyAnswer, SimOptions};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+struct T {
+    sim: AzureSim,
+    http: Client,
+    token: String,
+}
+
+const NET: &str = "2024-03-01";
+const CMP: &str = "2024-07-01";
+
+async fn start(opts: SimOptions) -> T {
+    let sim = AzureSim::start("127.0.0.1:0".parse().unwrap(), opts, &Scenario::default_cluster())
+        .await
+        .unwrap();
+    let ca = reqwest::Certificate::from_pem(sim.ca_pem().unwrap().as_bytes()).unwrap();
+    let http = Client::builder()
+        .add_root_certificate(ca)
+        .use_rustls_tls()
+        .build()
+        .unwrap();
+    let o = sim.options().clone();
+    let resp = http
+        .post(format!("{}/{}/oauth2/v2.0/token", sim.url(), o.tenant_id))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", o.client_id.as_str()),
+            ("client_secret", o.client_secret.as_str()),
+            ("scope", "https://management.core.windows.net//.default"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let token = resp.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    T { sim, http, token }
+}
+
+impl T {
+    fn rg(&self) -> String {
+        let c = self.sim.cluster();
+        format!("/subscriptions/{}/resourceGroups/{}", c.subscription, c.resource_group)
+    }
+
+    fn net(&self, path: &str) -> String {
+        format!("{}/providers/Microsoft.Network/{path}", self.rg())
+    }
+
+    fn cmp(&self, path: &str) -> String {
+        format!("{}/providers/Microsoft.Compute/{path}", self.rg())
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        api: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = if path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{path}{sep}api-version={api}", self.sim.url())
+        };
+        let mut rb = self.http.request(method, url).bearer_auth(&self.token);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        let (s, h) = (r.status(), r.headers().clone());
+        let text = r.text().await.unwrap();
+        (s, h, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, api: &str) -> (StatusCode, Value) {
+        let (s, _, v) = self.call(Method::GET, path, api, None, &[]).await;
+        (s, v)
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        self.call(Method::PUT, path, NET, Some(body), &[]).await
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn auth_is_required_and_both_token_paths_work() {
+    let t = start(SimOptions::default()).await;
+    let url = format!("{}{}?api-version={NET}", t.sim.url(), t.net("loadBalancers"));
+    let r = t.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = t.http.get(&url).bearer_auth("forged").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let o = t.sim.options().clone();
+    let bad = t
+        .http
+        .post(format!("{}/{}/oauth2/v2.0/token", t.sim.url(), o.tenant_id))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &o.client_id),
+            ("client_secret", "wrong"),
+            ("scope", "https://management.core.windows.net//.default"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    assert_eq!(bad.json::<Value>().await.unwrap()["error"], "invalid_client");
+    // IMDS: Metadata header required, as real IMDS.
+    let imds = format!("{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.core.windows.net/&client_id=abc", t.sim.url());
+    assert_eq!(t.http.get(&imds).send().await.unwrap().status(), 400);
+    let mi: Value = t
+        .http
+        .get(&imds)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mi["client_id"], "abc");
+    let r = t
+        .http
+        .get(&url)
+        .bearer_auth(mi["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Discovery points at the sim.
+    let ep: Value = t
+        .http
+        .get(format!("{}/metadata/endpoints?api-version=2019-05-01", t.sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ep["authentication"]["loginEndpoint"], format!("{}/", t.sim.url()));
+    // Instance metadata of the first instance.
+    let inst: Value = t
+        .http
+        .get(format!("{}/metadata/instance?api-version=2021-10-01", t.sim.url()))
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inst["compute"]["vmScaleSetName"], "k8s-pool1-vmss");
+    assert_eq!(
+        inst["network"]["interface"][0]["ipv4"]["ipAddress"][0]["privateIpAddress"],
+        "10.240.0.4"
+    );
+}
+
+#[tokio::test]
+async fn url_shapes_lists_and_not_found() {
+    let t = start(SimOptions {
+        page_size: 2,
+        ..Default::default()
+    })
+    .await;
+    let (s, v) = t.get(&t.cmp("virtualMachineScaleSets"), CMP).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["value"][0]["properties"]["virtualMachineProfile"]["osProfile"]["computerNamePrefix"],
+        "k8s-pool1-vmss"
+    );
+    // Paged list of instances with and without instance view.
+    let vms = t.cmp("virtualMachineScaleSets/k8s-pool1-vmss/virtualMachines");
+    let (_, p1) = t.get(&format!("{vms}?$expand=instanceView"), CMP).await;
+    assert_eq!(p1["value"].as_array().unwrap().len(), 2);
+    assert!(p1["value"][0]["properties"]["instanceView"]["statuses"].is_array());
+    let next = p1["nextLink"].as_str().unwrap().to_string();
+    let (s, _, p2) = t.call(Method::GET, &next, CMP, None, &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(p2["value"].as_array().unwrap().len(), 1);
+    assert!(p2["value"][0]["properties"]["instanceView"].is_object());
+    assert!(p2.get("nextLink").is_none());
+    let (_, plain) = t.get(&vms, CMP).await;
+    assert!(plain["value"][0]["properties"].get("instanceView").is_none());
+    let (s, vm) = t.get(&format!("{vms}/1"), CMP).await;
+    assert_eq!(s, 200);
+    assert_eq!(vm["properties"]["osProfile"]["computerName"], "k8s-pool1-vmss000001");
+    let (_, iv) = t.get(&format!("{vms}/1/instanceView"), CMP).await;
+    assert_eq!(iv["statuses"][1]["code"], "PowerState/running");
+    // Scale-set NICs (old api-version of those paths).
+    let (s, nics) = t
+        .get(
+            &t.cmp("virtualMachineScaleSets/k8s-pool1-vmss/networkInterfaces"),
+            "2018-10-01",
+        )
+        .await;
+    assert_eq!(s, 200);
+    let all: Vec<Value> = nics["value"].as_array().unwrap().clone();
+    assert_eq!(all.len() + usize::from(nics.get("nextLink").is_some()), 3);
+    let (s, nic) = t
+        .get(
+            &t.cmp("virtualMachineScaleSets/k8s-pool1-vmss/virtualMachines/0/networkInterfaces/k8s-pool1-vmss-nic"),
+            "2018-10-01",
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        nic["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"],
+        "10.240.0.4"
+    );
+    // Plain VMs, availability sets, embedded subnet.
+    let (_, list) = t.get(&t.cmp("virtualMachines"), CMP).await;
+    assert_eq!(list["value"].as_array().unwrap().len(), 2);
+    let (s, subnet) = t.get(&t.net("virtualNetworks/sim-vnet/subnets/nodes"), NET).await;
+    assert_eq!(s, 200);
+    assert_eq!(subnet["properties"]["addressPrefix"], "10.240.0.0/16");
+    // Not found, ARM-shaped.
+    let (s, v) = t.get(&t.net("loadBalancers/nope"), NET).await;
+    assert_eq!((s.as_u16(), code(&v)), (404, "ResourceNotFound"));
+    let (s, v) = t.get(&format!("{vms}/99"), CMP).await;
+    assert_eq!((s.as_u16(), code(&v)), (404, "NotFound"));
+    let (s, v) = t
+        .get(
+            "/subscriptions/other/resourceGroups/x/providers/Microsoft.Network/loadBalancers",
+            NET,
+        )
+        .await;
+    assert_eq!((s.as_u16(), code(&v)), (404, "SubscriptionNotFound"));
+    let r = t
+        .http
+        .get(format!("{}{}", t.sim.url(), t.net("loadBalancers")))
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+fn lb(t: &T, sku: &str, pip: Option<&str>) -> Value {
+    let id = t.net("loadBalancers/kubernetes");
+    let fe = match pip {
+        Some(p) => {
+            json!({"name": "fe1", "properties": {"publicIPAddress": {"id": t.net(&format!("publicIPAddresses/{p}"))}}})
+        }
+        None => {
+            json!({"name": "fe1", "properties": {"subnet": {"id": t.net("virtualNetworks/sim-vnet/subnets/nodes")}}})
+        }
+    };
+    json!({
+        "location": "eastus", "sku": {"name": sku},
+        "properties": {
+            "frontendIPConfigurations": [fe],
+            "backendAddressPools": [{"name": "kubernetes"}],
+            "probes": [{"name": "p80", "properties": {"protocol": "Tcp", "port": 30080}}],
+            "loadBalancingRules": [{"name": "r80", "properties": {
+                "frontendIPConfiguration": {"id": format!("{id}/frontendIPConfigurations/fe1")},
+                "backendAddressPool": {"id": format!("{id}/backendAddressPools/kubernetes")},
+                "probe": {"id": format!("{id}/probes/p80")},
+                "protocol": "Tcp", "frontendPort": 80, "backendPort": 80}}],
+        }
+    })
+}
+
+#[tokio::test]
+async fn long_running_operations_etags_and_busy_resources() {
+    let t = start(SimOptions {
+        lro_delay: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let path = t.net("loadBalancers/kubernetes");
+    let (s, h, body) = t.put(&path, lb(&t, "Standard", None)).await;
+    assert_eq!(s, 201);
+    assert_eq!(body["properties"]["provisioningState"], "Creating");
+    // The internal frontend got an address from the subnet.
+    assert!(
+        body["properties"]["frontendIPConfigurations"][0]["properties"]["privateIPAddress"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.240.")
+    );
+    let etag1 = body["etag"].as_str().unwrap().to_string();
+    let op = h.get("azure-asyncoperation").unwrap().to_str().unwrap().to_string();
+    assert!(h.get("retry-after").is_some());
+    let (_, _, st) = t.call(Method::GET, &op, NET, None, &[]).await;
+    assert_eq!(st["status"], "InProgress");
+    // A write while the operation runs is refused as NRP does.
+    let (s, h2, v) = t.put(&path, lb(&t, "Standard", None)).await;
+    assert_eq!((s.as_u16(), code(&v)), (429, "RetryableErrorDueToAnotherOperation"));
+    assert!(h2.get("retry-after").is_some());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let (_, _, st) = t.call(Method::GET, &op, NET, None, &[]).await;
+    assert_eq!(st["status"], "Succeeded");
+    let (_, got) = t.get(&path, NET).await;
+    assert_eq!(got["properties"]["provisioningState"], "Succeeded");
+    // Stale If-Match → 412; the current one → 200 and a new ETag.
+    let (s, _, v) = t
+        .call(
+            Method::PUT,
+            &path,
+            NET,
+            Some(lb(&t, "Standard", None)),
+            &[("if-match", "W/\"stale\"")],
+        )
+        .await;
+    assert_eq!((s.as_u16(), code(&v)), (412, "PreconditionFailed"));
+    let (s, _, v) = t
+        .call(
+            Method::PUT,
+            &path,
+            NET,
+            Some(lb(&t, "Standard", None)),
+            &[("if-match", &etag1)],
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_ne!(v["etag"].as_str().unwrap(), etag1);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // DELETE → 202 + Location, then done; a second DELETE → 204.
+    let (s, h, _) = t.call(Method::DELETE, &path, NET, None, &[]).await;
+    assert_eq!(s, 202);
+    let loc = h.get("location").unwrap().to_str().unwrap().to_string();
+    let (s, _, _) = t.call(Method::GET, &loc, NET, None, &[]).await;
+    assert_eq!(s, 202);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let (s, _, _) = t.call(Method::GET, &loc, NET, None, &[]).await;
+    assert_eq!(s, 200);
+    let (s, _, _) = t.call(Method::DELETE, &path, NET, None, &[]).await;
+    assert_eq!(s, 204);
+
+    // 409 mode.
+    let t = start(SimOptions {
+        lro_delay: Duration::from_millis(300),
+        busy_answer: BusyAnswer::Conflict409,
+        ..Default::default()
+    })
+    .await;
+    t.put(&path, lb(&t, "Standard", None)).await;
+    let (s, _, v) = t.put(&path, lb(&t, "Standard", None)).await;
+    assert_eq!((s.as_u16(), code(&v)), (409, "AnotherOperationInProgress"));
+}
+
+#[tokio::test]
+async fn integrity_rules_and_limits() {
+    let t = start(SimOptions::default()).await;
+    let lb_path = t.net("loadBalancers/kubernetes");
+    // A rule referencing a probe the LB does not have.
+    let mut bad = lb(&t, "Standard", None);
+    bad["properties"]["probes"] = json!([]);
+    let (s, _, v) = t.put(&lb_path, bad).await;
+    assert_eq!((s.as_u16(), code(&v)), (400, "InvalidResourceReference"));
+    // Public IPs: static standard gets an address; dynamic standard is refused; SKU must match the LB's.
+    let (s, _, pip) = t.put(&t.net("publicIPAddresses/pip-std"), json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static"}})).await;
+    assert_eq!(s, 201);
+    assert!(pip["properties"]["ipAddress"].as_str().unwrap().starts_with("20."));
+    let (s, _, v) = t.put(&t.net("publicIPAddresses/pip-dyn"), json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Dynamic"}})).await;
+    assert_eq!(
+        (s.as_u16(), code(&v)),
+        (400, "StandardSkuPublicIPAddressesMustBeStatic")
+    );
+    t.put(
+        &t.net("publicIPAddresses/pip-basic"),
+        json!({"location": "eastus", "properties": {}}),
+    )
+    .await;
+    let (s, _, v) = t.put(&lb_path, lb(&t, "Standard", Some("pip-basic"))).await;
+    assert_eq!((s.as_u16(), code(&v)), (400, "PublicIPAndLBSkuDoNotMatch"));
+    let (s, _, _) = t.put(&lb_path, lb(&t, "Standard", Some("pip-std"))).await;
+    assert_eq!(s, 201);
+    // In use: the PIP cannot be deleted while the LB references it.
+    let (s, _, v) = t
+        .call(Method::DELETE, &t.net("publicIPAddresses/pip-std"), NET, None, &[])
+        .await;
+    assert_eq!((s.as_u16(), code(&v)), (400, "PublicIPAddressInUse"));
+    // The NSG is used by the subnet.
+    let (s, _, v) = t
+        .call(Method::DELETE, &t.net("networkSecurityGroups/sim-nsg"), NET, None, &[])
+        .await;
+    assert_eq!(
+        (s.as_u16(), code(&v)),
+        (400, "InUseNetworkSecurityGroupCannotBeDeleted")
+    );
+    // Embedded backend pool PUT changes the LB.
+    let (s, _, pool) = t
+        .put(
+            &format!("{lb_path}/backendAddressPools/kubernetes-IPv6"),
+            json!({"properties": {}}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    assert_eq!(pool["id"], format!("{lb_path}/backendAddressPools/kubernetes-IPv6"));
+    let (_, got) = t.get(&lb_path, NET).await;
+    assert_eq!(got["properties"]["backendAddressPools"].as_array().unwrap().len(), 2);
+    // NSG priorities.
+    let nsg = t.net("networkSecurityGroups/sim-nsg");
+    let rule = |name: &str, prio: i64| json!({"name": name, "properties": {"priority": prio, "direction": "Inbound", "access": "Allow", "protocol": "Tcp"}});
+    let (s, _, v) = t
+        .put(
+            &nsg,
+            json!({"location": "eastus", "properties": {"securityRules": [rule("a", 50)]}}),
+        )
+        .await;
+    assert_eq!((s.as_u16(), code(&v)), (400, "SecurityRuleInvalidPriority"));
+    let (s, _, v) = t
+        .put(
+            &nsg,
+            json!({"location": "eastus", "properties": {"securityRules": [rule("a", 500), rule("b", 500)]}}),
+        )
+        .await;
+    assert_eq!((s.as_u16(), code(&v)), (400, "SecurityRuleConflict"));
+    let (s, _, _) = t
+        .put(
+            &nsg,
+            json!({"location": "eastus", "properties": {"securityRules": [rule("a", 500), rule("b", 501)]}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // Route limit and name length.
+    let routes: Vec<Value> = (0..401).map(|i| json!({"name": format!("r{i}"), "properties": {"addressPrefix": "10.1.0.0/24", "nextHopType": "VirtualAppliance", "nextHopIpAddress": "10.240.0.4"}})).collect();
+    let (s, _, v) = t
+        .put(
+            &t.net("routeTables/sim-routes"),
+            json!({"location": "eastus", "properties": {"routes": routes}}),
+        )
+        .await;
+    assert_eq!((s.as_u16(), code(&v)), (400, "RouteTableRouteLimitReached"));
+    let long = "x".repeat(81);
+    let (s, _, v) = t
+        .put(
+            &t.net(&format!("publicIPAddresses/{long}")),
+            json!({"location": "eastus"}),
+        )
+        .await;
+    assert_eq!((s.as_u16(), code(&v)), (400, "InvalidResourceName"));
+    let (s, _, v) = t
+        .put(&t.net("publicIPAddresses/noloc"), json!({"properties": {}}))
+        .await;
+    assert_eq!((s.as_u16(), code(&v)), (400, "LocationRequired"));
+}
+
+#[tokio::test]
+async fn throttling_headers_and_429() {
+    let t = start(SimOptions {
+        throttling: true,
+        ..Default::default()
+    })
+    .await;
+    let path = t.net("loadBalancers");
+    let (_, h, _) = t.call(Method::GET, &path, NET, None, &[]).await;
+    let first: u64 = h["x-ms-ratelimit-remaining-subscription-reads"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (_, h, _) = t.call(Method::GET, &path, NET, None, &[]).await;
+    let second: u64 = h["x-ms-ratelimit-remaining-subscription-reads"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(second < first, "{first} {second}");
+    let mut throttled = None;
+    for _ in 0..400 {
+        let (s, h, v) = t.call(Method::GET, &path, NET, None, &[]).await;
+        if s == 429 {
+            throttled = Some((h, v));
+            break;
+        }
+    }
+    let (h, v) = throttled.expect("the subscription read bucket (250, 25/s) must run out");
+    assert!(h.get("retry-after").is_some());
+    assert_eq!(code(&v), "TooManyRequests");
+    // Compute answers name their policies.
+    let (_, h, _) = t
+        .call(Method::GET, &t.cmp("virtualMachineScaleSets"), CMP, None, &[])
+        .await;
+    let res = h
+        .get("x-ms-ratelimit-remaining-resource")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert!(
+        res.contains("Microsoft.Compute/HighCostGetVMScaleSet;") || h.get("retry-after").is_some(),
+        "{res}"
+    );
+}
+
+#[tokio::test]
+async fn faults_runtime_changes_and_accounting() {
+    let t = start(SimOptions::default()).await;
+    let pip = t.net("publicIPAddresses/p1");
+    t.sim.set_faults(vec![FaultRule {
+        method: Some("PUT".into()),
+        resource_type: Some("publicIPAddresses".into()),
+        fault: FaultKind::Status { status: 503 },
+        rate: 1.0,
+        count: Some(1),
+    }]);
+    let body = json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static"}});
+    let (s, _, _) = t.put(&pip, body.clone()).await;
+    assert_eq!(s, 503);
+    let (s, _, _) = t.put(&pip, body.clone()).await;
+    assert_eq!(s, 201);
+    // Faults set over HTTP: a connection reset.
+    let rules = json!([{"method": "GET", "resourceType": "publicIPAddresses", "fault": {"kind": "reset"}, "count": 1}]);
+    let r = t
+        .http
+        .put(format!("{}/_sim/faults", t.sim.url()))
+        .json(&rules)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let url = format!("{}{pip}?api-version={NET}", t.sim.url());
+    let broken = async { t.http.get(&url).bearer_auth(&t.token).send().await?.text().await };
+    assert!(broken.await.is_err(), "a reset must fail the client");
+    let (s, _) = t.get(&pip, NET).await;
+    assert_eq!(s, 200);
+    // Runtime changes.
+    let admin = format!("{}/_sim/instances", t.sim.url());
+    let added: Value = t
+        .http
+        .post(&admin)
+        .json(&json!({"action": "add", "scaleSet": "k8s-pool1-vmss", "count": 2}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(added["added"].as_array().unwrap().len(), 2);
+    let vms = t.cmp("virtualMachineScaleSets/k8s-pool1-vmss/virtualMachines");
+    let (_, list) = t.get(&vms, CMP).await;
+    assert_eq!(list["value"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        list["value"][4]["properties"]["osProfile"]["computerName"],
+        "k8s-pool1-vmss000004"
+    );
+    let id = format!("{vms}/3");
+    let r = t
+        .http
+        .post(&admin)
+        .json(&json!({"action": "power", "id": id, "state": "deallocated"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, iv) = t.get(&format!("{id}/instanceView"), CMP).await;
+    assert_eq!(iv["statuses"][1]["code"], "PowerState/deallocated");
+    let r = t
+        .http
+        .post(&admin)
+        .json(&json!({"action": "remove", "id": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, _) = t.get(&id, CMP).await;
+    assert_eq!(s, 404);
+    // Accounting, from Rust and over HTTP.
+    assert!(t.sim.arm_calls("PUT") >= 2);
+    let calls: Value = t
+        .http
+        .get(format!("{}/_sim/calls", t.sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let counts = calls["counts"].as_object().unwrap();
+    assert_eq!(
+        counts["Microsoft.Network Microsoft.Network/publicIPAddresses put (write)"],
+        2
+    );
+    assert!(counts.keys().any(|k| k.starts_with("AAD ")));
+    t.http.post(format!("{}/_sim/reset", t.sim.url())).send().await.unwrap();
+    assert!(t.sim.calls().is_empty());
+    let state: Value = t
+        .http
+        .get(format!("{}/_sim/state", t.sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(state.as_array().unwrap().len() > 10);
+}
+
+#[tokio::test]
+async fn config_written_for_the_provider() {
+    let t = start(SimOptions::default()).await;
+    let dir = std::env::temp_dir().join(format!("azure-sim-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("azure.json");
+    t.sim.write_config(&path).unwrap();
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(cfg["resourceManagerEndpoint"], format!("{}/", t.sim.url()));
+    assert_eq!(cfg["vmType"], "vmss");
+    let ca = std::fs::read_to_string(cfg["trustedCACertPath"].as_str().unwrap()).unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
