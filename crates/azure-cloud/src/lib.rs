@@ -6,6 +6,12 @@
 
 pub mod arm;
 pub mod auth;
+pub mod cloud;
 pub mod config;
 pub mod http;
+pub mod imds;
+pub mod provider;
 pub mod secret;
+pub mod vmset;
+
+pub use cloud::{ArmClients, AzureCloud};

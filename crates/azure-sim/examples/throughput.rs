@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -38,19 +42,34 @@ fn main() {
     let (tx, rx) = std::sync::mpsc::channel();
     // The simulator: one thread, one core.
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let t0 = Instant::now();
-            let sim = AzureSim::start("127.0.0.1:0".parse().unwrap(), SimOptions::default(), &scenario).await.unwrap();
-            tx.send((sim.url().to_string(), sim.ca_pem().unwrap().to_string(), sim.options().clone(), sim.cluster().clone(), t0.elapsed()))
+            let sim = AzureSim::start("127.0.0.1:0".parse().unwrap(), SimOptions::default(), &scenario)
+                .await
                 .unwrap();
+            tx.send((
+                sim.url().to_string(),
+                sim.ca_pem().unwrap().to_string(),
+                sim.options().clone(),
+                sim.cluster().clone(),
+                t0.elapsed(),
+            ))
+            .unwrap();
             std::future::pending::<()>().await;
             drop(sim);
         });
     });
     let (url, ca, opts, cluster, build) = rx.recv().unwrap();
     let rss_loaded = rss_kib();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let http = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())

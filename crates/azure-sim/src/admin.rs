@@ -69,7 +69,7 @@ pub(crate) async fn change_instances(State(s): State<Arc<Shared>>, Json(change):
                 s.cluster.subscription, s.cluster.resource_group
             );
             let mut added = Vec::new();
-            let mut next = store
+            let next = store
                 .list(&format!("{ss_id}/virtualMachines"))
                 .iter()
                 .filter_map(|r| {
@@ -81,15 +81,14 @@ pub(crate) async fn change_instances(State(s): State<Arc<Shared>>, Json(change):
                 .max()
                 .map_or(0, |m| m + 1);
             let mut res = Ok(());
-            for _ in 0..count {
-                match scenario::add_scale_set_instance(&mut store, &ss_id, next, "running", false) {
-                    Ok(id) => added.push(id),
+            for id in next..next + u64::from(count) {
+                match scenario::add_scale_set_instance(&mut store, &ss_id, id, "running", false) {
+                    Ok(vm) => added.push(vm),
                     Err(e) => {
                         res = Err(e);
                         break;
                     }
                 }
-                next += 1;
             }
             res.map(|_| json!({"added": added}))
         }

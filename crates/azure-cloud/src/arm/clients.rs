@@ -56,8 +56,8 @@ etagged!(
 pub trait VirtualMachines: Send + Sync {
     /// GET, optionally with `$expand=instanceView`.
     async fn get(&self, rg: &str, name: &str, instance_view: bool) -> Result<compute::VirtualMachine, ArmError>;
-    /// LIST by resource group (paged).
-    async fn list(&self, rg: &str) -> Result<Vec<compute::VirtualMachine>, ArmError>;
+    /// LIST by resource group (paged), optionally with `$expand=instanceView` (power states, fault domains).
+    async fn list(&self, rg: &str, instance_view: bool) -> Result<Vec<compute::VirtualMachine>, ArmError>;
     /// PUT (If-Match with the model's ETag).
     async fn create_or_update(
         &self,
@@ -418,9 +418,9 @@ impl VirtualMachines for AzureClients {
         let p = self.path(VM_GET, rg, &[("virtualMachines", name)], None)?;
         AzureClients::get(self, VM_GET, p, COMPUTE_API_VERSION, instance_view).await
     }
-    async fn list(&self, rg: &str) -> Result<Vec<compute::VirtualMachine>, ArmError> {
+    async fn list(&self, rg: &str, instance_view: bool) -> Result<Vec<compute::VirtualMachine>, ArmError> {
         let p = self.path(VM_LIST, rg, &[], Some("virtualMachines"))?;
-        AzureClients::list(self, VM_LIST, p, COMPUTE_API_VERSION, false).await
+        AzureClients::list(self, VM_LIST, p, COMPUTE_API_VERSION, instance_view).await
     }
     async fn create_or_update(
         &self,

@@ -1,0 +1,350 @@
+//! `AzureCloud`: the provider built from a config. `vmType` selects the VM-set backend; it implements
+//! Instances, InstancesV2 and Zones (this module) and, in their issues, LoadBalancer and Routes.
+
+use crate::arm::{
+    self, ArmClient, AvailabilitySets as AvSetClient, AzureClients, LoadBalancers, NetworkInterfaces,
+    PublicIpAddresses, RouteTables, SecurityGroups, Subnets, VirtualMachineScaleSetVms, VirtualMachineScaleSets,
+    VirtualMachines,
+};
+use crate::config::{CloudConfig, EnvLookup};
+use crate::imds::{local_addresses, Imds};
+use crate::provider::{address, CloudError, InstanceMetadata, Instances, InstancesV2, Zone, Zones};
+use crate::vmset::availability_set::{AvailabilitySets, VmTtls};
+use crate::vmset::scale_set::{ScaleSetTtls, ScaleSets};
+use crate::vmset::{names, Dispatch, NodeVm, VmSet, VmSetError};
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Node, NodeAddress};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The ARM clients the provider uses, as trait objects (the production [`AzureClients`] or another
+/// implementation in tests and embeddings).
+#[derive(Clone)]
+pub struct ArmClients {
+    /// Virtual machines.
+    pub vms: Arc<dyn VirtualMachines>,
+    /// Availability sets.
+    pub availability_sets: Arc<dyn AvSetClient>,
+    /// Scale sets.
+    pub scale_sets: Arc<dyn VirtualMachineScaleSets>,
+    /// Scale-set instances.
+    pub scale_set_vms: Arc<dyn VirtualMachineScaleSetVms>,
+    /// NICs.
+    pub nics: Arc<dyn NetworkInterfaces>,
+    /// Load balancers.
+    pub load_balancers: Arc<dyn LoadBalancers>,
+    /// Public IPs.
+    pub public_ips: Arc<dyn PublicIpAddresses>,
+    /// NSGs.
+    pub security_groups: Arc<dyn SecurityGroups>,
+    /// Route tables.
+    pub route_tables: Arc<dyn RouteTables>,
+    /// Subnets.
+    pub subnets: Arc<dyn Subnets>,
+}
+
+impl From<AzureClients> for ArmClients {
+    fn from(c: AzureClients) -> Self {
+        let c = Arc::new(c);
+        Self {
+            vms: c.clone(),
+            availability_sets: c.clone(),
+            scale_sets: c.clone(),
+            scale_set_vms: c.clone(),
+            nics: c.clone(),
+            load_balancers: c.clone(),
+            public_ips: c.clone(),
+            security_groups: c.clone(),
+            route_tables: c.clone(),
+            subnets: c,
+        }
+    }
+}
+
+fn secs(v: i64) -> Duration {
+    Duration::from_secs(u64::try_from(v).unwrap_or(0))
+}
+
+/// The Azure cloud provider.
+pub struct AzureCloud {
+    cfg: Arc<CloudConfig>,
+    clients: ArmClients,
+    vmset: Arc<dyn VmSet>,
+    imds: Option<Imds>,
+    arm: Option<Arc<ArmClient>>,
+}
+
+impl AzureCloud {
+    /// Connects to ARM as the config says (endpoint discovery, credentials) and builds the provider.
+    pub async fn new(cfg: CloudConfig, env: EnvLookup<'_>) -> Result<Self, CloudError> {
+        let conn = arm::connect(&cfg, env)
+            .await
+            .map_err(|e| CloudError::Azure(e.to_string()))?;
+        let arm = conn.arm.clone();
+        let mut cloud = Self::from_parts(cfg, ArmClients::from(conn.clients), Some(conn.http))?;
+        cloud.arm = Some(arm);
+        Ok(cloud)
+    }
+
+    /// Builds the provider over given clients (`http` enables IMDS when `useInstanceMetadata` is on).
+    pub fn from_parts(
+        cfg: CloudConfig,
+        clients: ArmClients,
+        http: Option<reqwest::Client>,
+    ) -> Result<Self, CloudError> {
+        let vm_ttls = |ttl: i64| VmTtls {
+            vms: secs(ttl),
+            nics: secs(ttl),
+            public_ips: secs(cfg.public_ip_cache_ttl_in_seconds),
+        };
+        let avsets = |ttl: i64| {
+            AvailabilitySets::new(
+                clients.vms.clone(),
+                clients.nics.clone(),
+                clients.public_ips.clone(),
+                &cfg.resource_group,
+                vm_ttls(ttl),
+            )
+        };
+        let vmset: Arc<dyn VmSet> = match cfg.vm_type.as_str() {
+            "standard" => Arc::new(Dispatch::standard(avsets(cfg.vm_cache_ttl_in_seconds))),
+            "vmss" => {
+                let ss = ScaleSets::new(
+                    clients.scale_sets.clone(),
+                    clients.scale_set_vms.clone(),
+                    clients.nics.clone(),
+                    &cfg.resource_group,
+                    &cfg.location,
+                    ScaleSetTtls {
+                        scale_sets: secs(cfg.vmss_cache_ttl_in_seconds),
+                        instances: secs(cfg.vmss_virtual_machines_cache_ttl_in_seconds),
+                    },
+                    !cfg.list_vmss_virtual_machines_without_instance_view,
+                );
+                let vms = (!cfg.disable_availability_set_nodes)
+                    .then(|| avsets(cfg.non_vmss_uniform_nodes_cache_ttl_in_seconds));
+                Arc::new(Dispatch::vmss(ss, vms))
+            }
+            other => {
+                return Err(CloudError::NotSupported(format!(
+                    "vmType {other:?} is not supported by this version (supported: standard, vmss)"
+                )))
+            }
+        };
+        let imds = match (cfg.use_instance_metadata, http) {
+            (true, Some(h)) => Some(Imds::new(h, &cfg.imds_endpoint)),
+            _ => None,
+        };
+        Ok(Self {
+            cfg: Arc::new(cfg),
+            clients,
+            vmset,
+            imds,
+            arm: None,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CloudConfig {
+        &self.cfg
+    }
+
+    /// The ARM clients.
+    pub fn clients(&self) -> &ArmClients {
+        &self.clients
+    }
+
+    /// The VM-set backend.
+    pub fn vm_set(&self) -> &Arc<dyn VmSet> {
+        &self.vmset
+    }
+
+    /// The ARM pipeline (metrics, gates), when built by [`AzureCloud::new`].
+    pub fn arm(&self) -> Option<&Arc<ArmClient>> {
+        self.arm.as_ref()
+    }
+
+    async fn resolve(&self, node: &Node) -> Result<Arc<NodeVm>, VmSetError> {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        match node
+            .spec
+            .as_ref()
+            .and_then(|s| s.provider_id.as_deref())
+            .filter(|p| !p.is_empty())
+        {
+            Some(pid) => self.vmset.node_by_provider_id(pid).await,
+            None => self.vmset.node(name).await,
+        }
+    }
+
+    /// True when `node_name` is the instance this process runs on (IMDS computer name), with `useInstanceMetadata`.
+    async fn local_instance(&self, node_name: &str) -> Option<Arc<serde_json::Value>> {
+        let imds = self.imds.as_ref()?;
+        let doc = imds.instance().await.ok()?;
+        let name = doc
+            .pointer("/compute/osProfile/computerName")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        name.eq_ignore_ascii_case(node_name).then_some(doc)
+    }
+
+    async fn addresses(&self, vm: &NodeVm) -> Result<Vec<NodeAddress>, CloudError> {
+        if let (Some(doc), Some(imds)) = (self.local_instance(&vm.node_name).await, self.imds.as_ref()) {
+            let lb = imds.load_balancer().await.ok();
+            return local_addresses(&vm.node_name, &doc, lb.as_deref());
+        }
+        let ips = self.vmset.node_ips(vm).await?;
+        let mut out: Vec<NodeAddress> = ips
+            .internal_v4
+            .iter()
+            .chain(&ips.internal_v6)
+            .map(|ip| address("InternalIP", ip))
+            .collect();
+        out.push(address("Hostname", &vm.node_name));
+        out.extend(ips.external.iter().map(|ip| address("ExternalIP", ip)));
+        Ok(out)
+    }
+
+    fn zone_of(vm: &NodeVm) -> Result<Zone, CloudError> {
+        Ok(Zone {
+            failure_domain: vm.failure_domain()?,
+            region: vm.location.to_ascii_lowercase(),
+        })
+    }
+
+    fn within_grace(&self, node: &Node) -> bool {
+        let grace = self.cfg.node_instance_not_found_grace_period_in_seconds;
+        if grace <= 0 {
+            return false;
+        }
+        let Some(created) = node.metadata.creation_timestamp.as_ref() else {
+            return false;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        now - created.0.as_second() < grace
+    }
+}
+
+#[async_trait]
+impl Instances for AzureCloud {
+    async fn node_addresses(&self, node_name: &str) -> Result<Vec<NodeAddress>, CloudError> {
+        let vm = self.vmset.node(node_name).await?;
+        self.addresses(&vm).await
+    }
+
+    async fn node_addresses_by_provider_id(&self, provider_id: &str) -> Result<Vec<NodeAddress>, CloudError> {
+        let vm = self.vmset.node_by_provider_id(provider_id).await?;
+        self.addresses(&vm).await
+    }
+
+    async fn instance_id(&self, node_name: &str) -> Result<String, CloudError> {
+        let vm = self.vmset.node(node_name).await?;
+        Ok(crate::arm::id::resource_id_from_provider_id(&vm.provider_id).to_string())
+    }
+
+    async fn instance_type(&self, node_name: &str) -> Result<String, CloudError> {
+        Ok(self.vmset.node(node_name).await?.instance_type.clone())
+    }
+
+    async fn instance_type_by_provider_id(&self, provider_id: &str) -> Result<String, CloudError> {
+        Ok(self.vmset.node_by_provider_id(provider_id).await?.instance_type.clone())
+    }
+
+    async fn instance_exists_by_provider_id(&self, provider_id: &str) -> Result<bool, CloudError> {
+        if !crate::arm::id::is_managed_provider_id(provider_id) {
+            return Ok(true);
+        }
+        match self.vmset.node_by_provider_id(provider_id).await {
+            Ok(_) => Ok(true),
+            Err(VmSetError::InstanceNotFound(_)) => Ok(false),
+            Err(VmSetError::NotManaged(_)) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn instance_shutdown_by_provider_id(&self, provider_id: &str) -> Result<bool, CloudError> {
+        match self.vmset.node_by_provider_id(provider_id).await {
+            Ok(vm) => Ok(vm.is_shut_down()),
+            Err(VmSetError::InstanceNotFound(_)) | Err(VmSetError::NotManaged(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[async_trait]
+impl InstancesV2 for AzureCloud {
+    async fn instance_exists(&self, node: &Node) -> Result<bool, CloudError> {
+        if let Some(pid) = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.provider_id.as_deref())
+            .filter(|p| !p.is_empty())
+        {
+            if !crate::arm::id::is_managed_provider_id(pid) {
+                return Ok(true);
+            }
+        }
+        match self.resolve(node).await {
+            Ok(_) => Ok(true),
+            Err(VmSetError::InstanceNotFound(_)) => Ok(self.within_grace(node)),
+            Err(VmSetError::NotManaged(_)) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn instance_shutdown(&self, node: &Node) -> Result<bool, CloudError> {
+        match self.resolve(node).await {
+            Ok(vm) => Ok(vm.is_shut_down()),
+            Err(VmSetError::InstanceNotFound(_)) | Err(VmSetError::NotManaged(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn instance_metadata(&self, node: &Node) -> Result<InstanceMetadata, CloudError> {
+        let vm = self.resolve(node).await?;
+        let zone = Self::zone_of(&vm)?;
+        let provider_id = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.provider_id.clone())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| vm.provider_id.clone());
+        Ok(InstanceMetadata {
+            provider_id,
+            instance_type: vm.instance_type.clone(),
+            node_addresses: self.addresses(&vm).await?,
+            zone: zone.failure_domain,
+            region: zone.region,
+        })
+    }
+}
+
+#[async_trait]
+impl Zones for AzureCloud {
+    async fn get_zone(&self) -> Result<Zone, CloudError> {
+        let imds = self
+            .imds
+            .as_ref()
+            .ok_or_else(|| CloudError::NotSupported("GetZone needs useInstanceMetadata (it reads IMDS)".into()))?;
+        let doc = imds.instance().await?;
+        let get = |p: &str| doc.pointer(p).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let location = get("/compute/location");
+        let fd = get("/compute/platformFaultDomain").parse::<i32>().ok();
+        let zone = get("/compute/zone");
+        Ok(Zone {
+            failure_domain: names::zone_failure_domain(&location, Some(zone.as_str()), fd).map_err(CloudError::Imds)?,
+            region: location.to_ascii_lowercase(),
+        })
+    }
+
+    async fn get_zone_by_provider_id(&self, provider_id: &str) -> Result<Zone, CloudError> {
+        Self::zone_of(&*self.vmset.node_by_provider_id(provider_id).await?)
+    }
+
+    async fn get_zone_by_node_name(&self, node_name: &str) -> Result<Zone, CloudError> {
+        Self::zone_of(&*self.vmset.node(node_name).await?)
+    }
+}

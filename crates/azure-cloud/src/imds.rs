@@ -1,0 +1,151 @@
+//! Instance metadata service client: `/metadata/instance` and `/metadata/loadbalancer` (cached one minute,
+//! as upstream), and the local node's addresses in upstream's order.
+
+use crate::arm::{ReadMode, TtlCache};
+use crate::provider::{address, CloudError};
+use k8s_openapi::api::core::v1::NodeAddress;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// api-version of `/metadata/instance`.
+pub const INSTANCE_API_VERSION: &str = "2021-10-01";
+/// api-version of `/metadata/loadbalancer`.
+pub const LOADBALANCER_API_VERSION: &str = "2020-10-01";
+/// Cache lifetime of metadata.
+pub const METADATA_TTL: Duration = Duration::from_secs(60);
+
+/// The IMDS client.
+pub struct Imds {
+    http: reqwest::Client,
+    endpoint: String,
+    cache: TtlCache<&'static str, Value, String>,
+}
+
+impl Imds {
+    /// A client for an endpoint (`imdsEndpoint`, default `http://169.254.169.254`).
+    pub fn new(http: reqwest::Client, endpoint: &str) -> Self {
+        Self {
+            http,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            cache: TtlCache::new(METADATA_TTL),
+        }
+    }
+
+    async fn fetch(&self, path: &'static str, api: &str) -> Result<Arc<Value>, CloudError> {
+        self.cache
+            .get(&path, ReadMode::Default, || async {
+                let url = format!("{}{path}?format=json&api-version={api}", self.endpoint);
+                let resp = self
+                    .http
+                    .get(&url)
+                    .header("Metadata", "True")
+                    .header("User-Agent", "golang/kubernetes-cloud-provider")
+                    .send()
+                    .await
+                    .map_err(|e| format!("GET {url}: {}", crate::http::describe_error(&e)))?;
+                let status = resp.status();
+                if !status.is_success() {
+                    return Err(format!("GET {url}: HTTP {status}"));
+                }
+                resp.json::<Value>()
+                    .await
+                    .map_err(|e| format!("GET {url}: invalid JSON: {e}"))
+            })
+            .await
+            .map_err(CloudError::Imds)
+    }
+
+    /// The instance document.
+    pub async fn instance(&self) -> Result<Arc<Value>, CloudError> {
+        self.fetch("/metadata/instance", INSTANCE_API_VERSION).await
+    }
+
+    /// The load-balancer document.
+    pub async fn load_balancer(&self) -> Result<Arc<Value>, CloudError> {
+        self.fetch("/metadata/loadbalancer", LOADBALANCER_API_VERSION).await
+    }
+}
+
+fn s(v: &Value, path: &str) -> Option<String> {
+    v.pointer(path)
+        .and_then(Value::as_str)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+}
+
+/// The local node's addresses: `[Hostname, InternalIP v4, ExternalIP v4?, InternalIP v6?, ExternalIP v6?]`
+/// from the first interface; a missing v4 public IP is taken from the load-balancer document.
+pub fn local_addresses(
+    node_name: &str,
+    instance: &Value,
+    load_balancer: Option<&Value>,
+) -> Result<Vec<NodeAddress>, CloudError> {
+    let mut out = vec![address("Hostname", node_name)];
+    let iface = instance.pointer("/network/interface/0").cloned().unwrap_or(Value::Null);
+    if let Some(private) = s(&iface, "/ipv4/ipAddress/0/privateIpAddress") {
+        out.push(address("InternalIP", &private));
+        let public = s(&iface, "/ipv4/ipAddress/0/publicIpAddress").or_else(|| {
+            load_balancer?
+                .pointer("/loadbalancer/publicIpAddresses")?
+                .as_array()?
+                .iter()
+                .find(|p| p.get("privateIpAddress").and_then(Value::as_str) == Some(private.as_str()))
+                .and_then(|p| p.get("frontendIpAddress").and_then(Value::as_str))
+                .map(str::to_string)
+        });
+        if let Some(p) = public {
+            out.push(address("ExternalIP", &p));
+        }
+    }
+    if let Some(private) = s(&iface, "/ipv6/ipAddress/0/privateIpAddress") {
+        out.push(address("InternalIP", &private));
+        if let Some(p) = s(&iface, "/ipv6/ipAddress/0/publicIpAddress") {
+            out.push(address("ExternalIP", &p));
+        }
+    }
+    if out.len() == 1 {
+        return Err(CloudError::Imds(
+            "get empty IP addresses from instance metadata service".into(),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn kinds(a: &[NodeAddress]) -> Vec<(String, String)> {
+        a.iter().map(|x| (x.type_.clone(), x.address.clone())).collect()
+    }
+
+    #[test]
+    fn address_order() {
+        let doc = json!({"network": {"interface": [{
+            "ipv4": {"ipAddress": [{"privateIpAddress": "10.0.0.4", "publicIpAddress": ""}]},
+            "ipv6": {"ipAddress": [{"privateIpAddress": "fd00::4", "publicIpAddress": "2001:db8::4"}]}
+        }]}});
+        let lb = json!({"loadbalancer": {"publicIpAddresses": [{"frontendIpAddress": "20.1.2.3", "privateIpAddress": "10.0.0.4"}]}});
+        let got = kinds(&local_addresses("node-0", &doc, Some(&lb)).unwrap());
+        let want: Vec<(String, String)> = [
+            ("Hostname", "node-0"),
+            ("InternalIP", "10.0.0.4"),
+            ("ExternalIP", "20.1.2.3"),
+            ("InternalIP", "fd00::4"),
+            ("ExternalIP", "2001:db8::4"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        let v4only = json!({"network": {"interface": [{"ipv4": {"ipAddress": [{"privateIpAddress": "10.0.0.5"}]}}]}});
+        assert_eq!(kinds(&local_addresses("n", &v4only, None).unwrap()).len(), 2);
+        let err = local_addresses("n", &json!({}), None).unwrap_err().to_string();
+        assert!(
+            err.contains("get empty IP addresses from instance metadata service"),
+            "{err}"
+        );
+    }
+}
