@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let a: Vec<u64> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
-    let (nodes, sets, latency) = (a.first().copied().unwrap_or(1000), a.get(1).copied().unwrap_or(4), a.get(2).copied().unwrap_or(0));
+    let (nodes, sets, latency) = (
+        a.first().copied().unwrap_or(1000),
+        a.get(1).copied().unwrap_or(4),
+        a.get(2).copied().unwrap_or(0),
+    );
     let per = nodes / sets;
     let scenario = Scenario {
         scale_sets: (0..sets)
@@ -29,8 +33,13 @@ async fn main() {
         subnet_cidr: "10.128.0.0/12".into(),
         ..Default::default()
     };
-    let opts = SimOptions { latency: Duration::from_millis(latency), ..Default::default() };
-    let sim = AzureSim::start("127.0.0.1:0".parse().unwrap(), opts, &scenario).await.unwrap();
+    let opts = SimOptions {
+        latency: Duration::from_millis(latency),
+        ..Default::default()
+    };
+    let sim = AzureSim::start("127.0.0.1:0".parse().unwrap(), opts, &scenario)
+        .await
+        .unwrap();
     let dir = std::env::temp_dir().join(format!("imd-pass-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("azure.json");
@@ -42,15 +51,29 @@ async fn main() {
     sim.reset_calls();
     let names: Vec<Node> = (0..sets)
         .flat_map(|s| (0..per).map(move |i| azure_cloud::vmset::names::computer_name(&format!("pool{s}"), i)))
-        .map(|n| Node { metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta { name: Some(n), ..Default::default() }, ..Default::default() })
+        .map(|n| Node {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(n),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
         .collect();
     let t0 = Instant::now();
     let results = futures::future::join_all(names.iter().map(|n| cloud.instance_metadata(n))).await;
     let took = t0.elapsed();
     assert!(results.iter().all(|r| r.is_ok()));
     let arm: Vec<_> = sim.calls().into_iter().filter(|c| c.is_arm()).collect();
-    println!("nodes: {} in {sets} scale sets; sim latency {latency} ms/call", names.len());
-    println!("ARM calls: {} ({} GET, {} writes); wall time {took:?}", arm.len(), arm.iter().filter(|c| c.method == "GET").count(), arm.iter().filter(|c| c.method != "GET").count());
+    println!(
+        "nodes: {} in {sets} scale sets; sim latency {latency} ms/call",
+        names.len()
+    );
+    println!(
+        "ARM calls: {} ({} GET, {} writes); wall time {took:?}",
+        arm.len(),
+        arm.iter().filter(|c| c.method == "GET").count(),
+        arm.iter().filter(|c| c.method != "GET").count()
+    );
     for (k, v) in sim.call_counts() {
         println!("  {v:>5}  {k}");
     }

@@ -13,6 +13,9 @@ use std::path::PathBuf;
     about = "Kubernetes cloud-controller-manager for Azure"
 )]
 pub struct Options {
+    /// A subcommand (`demo`); without one, the controller manager runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Path to the cloud provider configuration file (azure.json).
     #[arg(long = "cloud-config", value_name = "FILE")]
     pub cloud_config: Option<PathBuf>,
@@ -28,6 +31,13 @@ pub struct Options {
     /// Log format: `text` or `json`.
     #[arg(long = "logging-format", default_value = "text")]
     pub logging_format: String,
+}
+
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run the provider against the built-in simulated Azure (no account needed) and show what it does.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Maps klog verbosity to a tracing level: 0–1 warn/info, 2–3 info, 4 debug, 5+ trace.

@@ -7,6 +7,20 @@ fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let opts = ccm::cli::Options::parse();
     ccm::cli::init_logging(&opts);
+    if let Some(ccm::cli::Command::Demo(args)) = &opts.command {
+        let rt = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("cannot start the runtime: {e}");
+                std::process::exit(1);
+            }
+        };
+        if let Err(e) = rt.block_on(ccm::demo::run(args, &mut std::io::stdout())) {
+            eprintln!("demo failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let code = ccm::cli::run(&opts, &mut std::io::stdout(), &mut std::io::stderr());
     std::process::exit(code);
 }

@@ -43,3 +43,32 @@ fn the_shipped_example_is_valid() {
     let (code, _, err) = run(&example);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn demo_initialises_every_simulated_node() {
+    let out = Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
+        .arg("demo")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (node, zone) in [
+        ("k8s-pool1-vmss000001", "eastus-2"),
+        ("k8s-pool1-vmss000002", "eastus-3"),
+        ("k8s-pool2-1", " 1 "),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_else(|| panic!("{node} missing:\n{stdout}"));
+        assert!(
+            line.contains(zone) && line.contains("Standard_D2s_v3") && line.contains("azure:///subscriptions/"),
+            "{line}"
+        );
+    }
+    assert!(stdout.contains("ARM calls for 5 nodes: 5 (writes: 0)"), "{stdout}");
+}
