@@ -72,6 +72,7 @@ pub struct AzureCloud {
     vmset: Arc<dyn VmSet>,
     imds: Option<Imds>,
     arm: Option<Arc<ArmClient>>,
+    routes: Option<crate::routes::RouteTableWriter>,
 }
 
 impl AzureCloud {
@@ -135,12 +136,15 @@ impl AzureCloud {
             (true, Some(h)) => Some(Imds::new(h, &cfg.imds_endpoint)),
             _ => None,
         };
+        let routes = (!cfg.route_table_name.is_empty())
+            .then(|| crate::routes::RouteTableWriter::new(&cfg, clients.route_tables.clone(), vmset.clone()));
         Ok(Self {
             cfg: Arc::new(cfg),
             clients,
             vmset,
             imds,
             arm: None,
+            routes,
         })
     }
 
@@ -162,6 +166,20 @@ impl AzureCloud {
     /// The ARM pipeline (metrics, gates), when built by [`AzureCloud::new`].
     pub fn arm(&self) -> Option<&Arc<ArmClient>> {
         self.arm.as_ref()
+    }
+
+    /// The route-table writer (`routeTableName` must be set).
+    pub fn routes(&self) -> Result<&crate::routes::RouteTableWriter, CloudError> {
+        self.routes
+            .as_ref()
+            .ok_or_else(|| CloudError::NotSupported("routes need routeTableName in the cloud config".into()))
+    }
+
+    /// Records a node's `kubernetes.azure.com/managed` label: routes of unmanaged nodes stay in memory.
+    pub fn set_node_unmanaged(&self, node: &str, unmanaged: bool) {
+        if let Some(r) = &self.routes {
+            r.set_unmanaged(node, unmanaged);
+        }
     }
 
     async fn resolve(&self, node: &Node) -> Result<Arc<NodeVm>, VmSetError> {

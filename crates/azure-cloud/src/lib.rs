@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod imds;
 pub mod provider;
+pub mod routes;
 pub mod secret;
 pub mod vmset;
 

@@ -1,0 +1,509 @@
+//! Routes: pod-CIDR routes in the cluster's route table, with batched writes.
+//!
+//! Concurrent CreateRoute/DeleteRoute calls are group-committed: one applier takes every pending change,
+//! reads the table (or reuses the copy its own last write returned), plans the new route list (pure), and
+//! PUTs it once with `If-Match`. A lone change is applied at once; a burst that arrives while a write is in
+//! flight is coalesced into the next one. Every caller gets its own result. Routes of unmanaged nodes
+//! (`kubernetes.azure.com/managed=false`) are kept in memory and never reach ARM.
+
+use crate::arm::{ArmError, RouteTables};
+use crate::config::CloudConfig;
+use crate::provider::{CloudError, Route, Routes};
+use crate::vmset::VmSet;
+use azure_mgmt_network::models as network;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// Separator of node name and CIDR in route names (upstream's dual-stack naming, used in production).
+pub const ROUTE_NAME_SEPARATOR: &str = "____";
+/// Azure's limit of routes per route table.
+pub const MAX_ROUTES_PER_TABLE: usize = 400;
+
+/// `node____<cidr without ':' '.' '/'>`.
+pub fn route_name(node: &str, cidr: &str) -> String {
+    let safe: String = cidr.chars().filter(|c| !matches!(c, ':' | '.' | '/')).collect();
+    format!("{node}{ROUTE_NAME_SEPARATOR}{safe}")
+}
+
+/// The node of a route name: the part before the first `____` (the whole name for legacy routes).
+pub fn node_of_route_name(name: &str) -> &str {
+    name.split(ROUTE_NAME_SEPARATOR).next().unwrap_or(name)
+}
+
+/// One requested change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteOp {
+    /// Create or replace a route.
+    Create {
+        /// Route name.
+        name: String,
+        /// Destination CIDR.
+        prefix: String,
+        /// Next-hop address (the node's private IP of the CIDR's family).
+        next_hop: String,
+        /// The node (its legacy un-suffixed route is removed).
+        node: String,
+    },
+    /// Delete a route (and its legacy un-suffixed twin).
+    Delete {
+        /// Route name.
+        name: String,
+        /// The node.
+        node: String,
+    },
+}
+
+/// A route as planned: name → (prefix, next hop).
+pub type RouteSet = BTreeMap<String, (String, String)>;
+
+/// Pure planning: applies ops to the current routes. Returns the new set, each op's result, and whether
+/// anything changed. Creates that would exceed the table limit fail with an error naming the limit.
+pub fn plan(current: &RouteSet, ops: &[RouteOp], table: &str) -> (RouteSet, Vec<Result<(), String>>, bool) {
+    let mut next = current.clone();
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            RouteOp::Create {
+                name,
+                prefix,
+                next_hop,
+                node,
+            } => {
+                // The legacy route of this node (plain node name) is replaced by the suffixed one.
+                if name != node {
+                    next.remove(node);
+                }
+                let exists = next.contains_key(name);
+                if !exists && next.len() >= MAX_ROUTES_PER_TABLE {
+                    results.push(Err(format!(
+                        "route table {table} already holds {} routes: Azure allows at most {MAX_ROUTES_PER_TABLE} routes per route table",
+                        next.len()
+                    )));
+                    continue;
+                }
+                next.insert(name.clone(), (prefix.clone(), next_hop.clone()));
+                results.push(Ok(()));
+            }
+            RouteOp::Delete { name, node } => {
+                next.remove(name);
+                next.remove(node);
+                results.push(Ok(()));
+            }
+        }
+    }
+    let changed = &next != current;
+    (next, results, changed)
+}
+
+fn to_set(table: &network::RouteTable) -> RouteSet {
+    table
+        .properties
+        .as_ref()
+        .map(|p| {
+            p.routes
+                .iter()
+                .filter_map(|r| {
+                    let props = r.properties.as_ref()?;
+                    Some((
+                        r.name.clone()?,
+                        (
+                            props.address_prefix.clone().unwrap_or_default(),
+                            props.next_hop_ip_address.clone().unwrap_or_default(),
+                        ),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn to_routes(set: &RouteSet) -> Vec<network::Route> {
+    set.iter()
+        .map(|(name, (prefix, hop))| network::Route {
+            name: Some(name.clone()),
+            properties: Some(network::RoutePropertiesFormat {
+                address_prefix: Some(prefix.clone()),
+                next_hop_type: network::RouteNextHopType::VirtualAppliance,
+                next_hop_ip_address: Some(hop.clone()),
+                provisioning_state: None,
+                has_bgp_override: None,
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+struct LeaderGuard<'a>(&'a Mutex<bool>);
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+}
+
+type Pending = Vec<(RouteOp, oneshot::Sender<Result<(), CloudError>>)>;
+
+/// The route-table writer of one cluster.
+pub struct RouteTableWriter {
+    client: Arc<dyn RouteTables>,
+    vmset: Arc<dyn VmSet>,
+    resource_group: String,
+    table: String,
+    location: String,
+    tags: BTreeMap<String, String>,
+    pending: Mutex<Pending>,
+    applying: Mutex<bool>,
+    /// The table as our last write returned it (ETag included): saves the GET of the next batch.
+    last: Mutex<Option<network::RouteTable>>,
+    unmanaged_nodes: Mutex<std::collections::HashSet<String>>,
+    unmanaged_routes: Mutex<HashMap<String, Route>>,
+}
+
+impl RouteTableWriter {
+    /// A writer for the config's route table.
+    pub fn new(cfg: &CloudConfig, client: Arc<dyn RouteTables>, vmset: Arc<dyn VmSet>) -> Self {
+        let tags = if cfg.route_table_resource_group.eq_ignore_ascii_case(&cfg.resource_group) {
+            cfg.merged_tags()
+        } else {
+            BTreeMap::new()
+        };
+        Self {
+            client,
+            vmset,
+            resource_group: cfg.route_table_resource_group.clone(),
+            table: cfg.route_table_name.clone(),
+            location: cfg.location.clone(),
+            tags,
+            pending: Mutex::new(Vec::new()),
+            applying: Mutex::new(false),
+            last: Mutex::new(None),
+            unmanaged_nodes: Mutex::new(Default::default()),
+            unmanaged_routes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Marks a node as unmanaged (`kubernetes.azure.com/managed=false`) or managed again.
+    pub fn set_unmanaged(&self, node: &str, unmanaged: bool) {
+        let mut s = self.unmanaged_nodes.lock().unwrap_or_else(|p| p.into_inner());
+        if unmanaged {
+            s.insert(node.to_string());
+        } else {
+            s.remove(node);
+        }
+    }
+
+    fn is_unmanaged(&self, node: &str) -> bool {
+        self.unmanaged_nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(node)
+    }
+
+    /// Queues a change and waits for its result; the first caller to find no applier running applies
+    /// every pending change, batch after batch, until none is left.
+    pub async fn submit(&self, op: RouteOp) -> Result<(), CloudError> {
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push((op, tx));
+        let lead = {
+            let mut a = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+            if *a {
+                false
+            } else {
+                *a = true;
+                true
+            }
+        };
+        if lead {
+            // Whatever happens to this caller (even a dropped future), the next submitter can lead.
+            let _guard = LeaderGuard(&self.applying);
+            loop {
+                let batch: Pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+                if batch.is_empty() {
+                    let mut a = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+                    // Re-check under the flag lock: a change queued after the take must not be stranded.
+                    if self.pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                        *a = false;
+                        std::mem::forget(_guard);
+                        break;
+                    }
+                    continue;
+                }
+                self.apply(batch).await;
+            }
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(CloudError::Azure("route update was abandoned".into())))
+    }
+
+    async fn read(&self, fresh: bool) -> Result<Option<network::RouteTable>, ArmError> {
+        if !fresh {
+            if let Some(t) = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                return Ok(Some(t));
+            }
+        }
+        match self.client.get(&self.resource_group, &self.table).await {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn apply(&self, batch: Pending) {
+        let ops: Vec<RouteOp> = batch.iter().map(|(o, _)| o.clone()).collect();
+        let outcome = self.apply_ops(&ops).await;
+        match outcome {
+            Ok(results) => {
+                for ((_, tx), r) in batch.into_iter().zip(results) {
+                    let _ = tx.send(r.map_err(CloudError::InvalidInput));
+                }
+            }
+            Err(e) => {
+                for (_, tx) in batch {
+                    let _ = tx.send(Err(CloudError::Azure(e.to_string())));
+                }
+            }
+        }
+    }
+
+    async fn apply_ops(&self, ops: &[RouteOp]) -> Result<Vec<Result<(), String>>, ArmError> {
+        let mut fresh = false;
+        for attempt in 0..3 {
+            let current = self.read(fresh).await?;
+            let set = current.as_ref().map(to_set).unwrap_or_default();
+            let (next, results, changed) = plan(&set, ops, &self.table);
+            if !changed && current.is_some() {
+                return Ok(results);
+            }
+            let mut table = current.unwrap_or_else(|| {
+                let mut t = network::RouteTable::default();
+                t.resource.location = Some(self.location.clone());
+                if !self.tags.is_empty() {
+                    t.resource.tags = serde_json::to_value(&self.tags).ok();
+                }
+                t
+            });
+            let props = table.properties.get_or_insert_with(Default::default);
+            props.routes = to_routes(&next);
+            props.subnets.clear(); // read-only
+            match self
+                .client
+                .create_or_update(&self.resource_group, &self.table, &table)
+                .await
+            {
+                Ok(written) => {
+                    tracing::info!(route_table = %self.table, routes = next.len(), changes = ops.len(), "route table updated");
+                    *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(written);
+                    return Ok(results);
+                }
+                Err(e) if e.is_conflict() && attempt < 2 => {
+                    tracing::debug!(route_table = %self.table, "route table changed under us; re-reading");
+                    *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    fresh = true;
+                }
+                Err(e) => {
+                    *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    return Err(e);
+                }
+            }
+        }
+        Err(ArmError::Conflict {
+            operation: "route_table_create_or_update".into(),
+            resource: self.table.clone(),
+        })
+    }
+
+    /// The node's private IP of the CIDR's family.
+    async fn next_hop(&self, node: &str, cidr: &str) -> Result<String, CloudError> {
+        let vm = self.vmset.node(node).await?;
+        let ips = self.vmset.node_ips(&vm).await?;
+        let v6 = cidr.contains(':');
+        let ip = if v6 {
+            ips.internal_v6.first()
+        } else {
+            ips.internal_v4.first()
+        };
+        ip.cloned().ok_or_else(|| {
+            CloudError::InvalidInput(format!(
+                "node {node} has no private IPv{} address for route {cidr}",
+                if v6 { 6 } else { 4 }
+            ))
+        })
+    }
+
+    /// Routes in the table (a missing table has none) plus the in-memory routes of unmanaged nodes.
+    pub async fn list(&self) -> Result<Vec<Route>, CloudError> {
+        let table = self.read(true).await.map_err(|e| CloudError::Azure(e.to_string()))?;
+        if let Some(t) = &table {
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
+        }
+        let mut out: Vec<Route> = table
+            .as_ref()
+            .map(to_set)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, (prefix, _))| Route {
+                target_node: node_of_route_name(&name).to_string(),
+                name,
+                destination_cidrs: vec![prefix],
+                blackhole: false,
+            })
+            .collect();
+        out.extend(
+            self.unmanaged_routes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned(),
+        );
+        Ok(out)
+    }
+
+    /// Creates a route for `route.target_node` and its first destination CIDR.
+    pub async fn create(&self, route: &Route) -> Result<(), CloudError> {
+        let cidr = route.destination_cidrs.first().ok_or_else(|| {
+            CloudError::InvalidInput(format!("route for node {} has no destination CIDR", route.target_node))
+        })?;
+        let name = route_name(&route.target_node, cidr);
+        if self.is_unmanaged(&route.target_node) {
+            let r = Route {
+                name: name.clone(),
+                ..route.clone()
+            };
+            self.unmanaged_routes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name, r);
+            return Ok(());
+        }
+        let next_hop = self.next_hop(&route.target_node, cidr).await?;
+        self.submit(RouteOp::Create {
+            name,
+            prefix: cidr.clone(),
+            next_hop,
+            node: route.target_node.clone(),
+        })
+        .await
+    }
+
+    /// Deletes a route (by its node and CIDR, or its name).
+    pub async fn delete(&self, route: &Route) -> Result<(), CloudError> {
+        let name = match route.destination_cidrs.first() {
+            Some(cidr) => route_name(&route.target_node, cidr),
+            None => route.name.clone(),
+        };
+        if self
+            .unmanaged_routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name)
+            .is_some()
+        {
+            return Ok(());
+        }
+        self.submit(RouteOp::Delete {
+            name,
+            node: route.target_node.clone(),
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Routes for crate::AzureCloud {
+    async fn list_routes(&self, _cluster_name: &str) -> Result<Vec<Route>, CloudError> {
+        self.routes()?.list().await
+    }
+
+    async fn create_route(&self, _cluster_name: &str, _name_hint: &str, route: &Route) -> Result<(), CloudError> {
+        self.routes()?.create(route).await
+    }
+
+    async fn delete_route(&self, _cluster_name: &str, route: &Route) -> Result<(), CloudError> {
+        self.routes()?.delete(route).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(route_name("node-0", "10.244.0.0/24"), "node-0____102440024");
+        assert_eq!(route_name("node-0", "fd00:10:244::/64"), "node-0____fd001024464");
+        assert_eq!(node_of_route_name("node-0____102440024"), "node-0");
+        assert_eq!(node_of_route_name("legacy-node"), "legacy-node");
+    }
+
+    fn set(items: &[(&str, &str, &str)]) -> RouteSet {
+        items
+            .iter()
+            .map(|(n, p, h)| (n.to_string(), (p.to_string(), h.to_string())))
+            .collect()
+    }
+
+    fn create(node: &str, cidr: &str, hop: &str) -> RouteOp {
+        RouteOp::Create {
+            name: route_name(node, cidr),
+            prefix: cidr.into(),
+            next_hop: hop.into(),
+            node: node.into(),
+        }
+    }
+
+    #[test]
+    fn planning_table() {
+        // Create into empty; idempotent repeat; replace next hop; legacy clean-up; delete with legacy twin.
+        let (s, r, changed) = plan(&RouteSet::new(), &[create("a", "10.244.0.0/24", "10.0.0.4")], "rt");
+        assert!(changed && r[0].is_ok());
+        assert_eq!(s, set(&[("a____102440024", "10.244.0.0/24", "10.0.0.4")]));
+        let (_, _, changed) = plan(&s, &[create("a", "10.244.0.0/24", "10.0.0.4")], "rt");
+        assert!(!changed);
+        let (s2, _, changed) = plan(&s, &[create("a", "10.244.0.0/24", "10.0.0.9")], "rt");
+        assert!(changed);
+        assert_eq!(s2["a____102440024"].1, "10.0.0.9");
+        let legacy = set(&[("b", "10.244.1.0/24", "10.0.0.5")]);
+        let (s3, _, _) = plan(&legacy, &[create("b", "10.244.1.0/24", "10.0.0.5")], "rt");
+        assert_eq!(s3, set(&[("b____102441024", "10.244.1.0/24", "10.0.0.5")]));
+        let both = set(&[("c", "10.244.2.0/24", "x"), ("c____102442024", "10.244.2.0/24", "x")]);
+        let (s4, _, _) = plan(
+            &both,
+            &[RouteOp::Delete {
+                name: "c____102442024".into(),
+                node: "c".into(),
+            }],
+            "rt",
+        );
+        assert!(s4.is_empty());
+        // Deleting an absent route is a success without a change.
+        let (_, r, changed) = plan(
+            &RouteSet::new(),
+            &[RouteOp::Delete {
+                name: "x____1".into(),
+                node: "x".into(),
+            }],
+            "rt",
+        );
+        assert!(r[0].is_ok() && !changed);
+    }
+
+    #[test]
+    fn limit_names_the_limit() {
+        let full: RouteSet = (0..400)
+            .map(|i| (format!("n{i}____1"), ("p".to_string(), "h".to_string())))
+            .collect();
+        let (s, r, changed) = plan(
+            &full,
+            &[create("new", "10.1.0.0/24", "h"), create("n0", "1", "h2")],
+            "rt",
+        );
+        assert!(r[0]
+            .as_ref()
+            .unwrap_err()
+            .contains("at most 400 routes per route table"));
+        assert!(r[1].is_ok(), "replacing an existing route is fine at the limit");
+        assert!(changed);
+        assert_eq!(s.len(), 400);
+    }
+}
