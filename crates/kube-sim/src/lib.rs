@@ -1,37 +1,73 @@
 //! kube-sim: a small in-memory Kubernetes API server for end-to-end tests and the demo.
 //!
-//! This version serves discovery of the server version and a health endpoint; the object store
-//! (nodes, services, events, leases, ...) with list/watch/patch semantics is the kube-sim issue.
+//! Real HTTP on loopback that kube-rs clients and kubectl use unchanged: discovery; Nodes, Services,
+//! Endpoints, EndpointSlices, Events (core and events.k8s.io), Leases, Secrets, ConfigMaps, Namespaces;
+//! GET, LIST (label and field selectors), WATCH from a resourceVersion (410 Gone when too old, BOOKMARKs on
+//! request), POST, PUT (409 on a stale resourceVersion), PATCH (merge, strategic merge, JSON patch,
+//! server-side apply), DELETE with finalizers, `/status` subresources.
+//!
+//! Scope guard: a test and demo server, not a Kubernetes. No admission, no RBAC, no persistence, no
+//! managed-fields tracking (server-side apply merges the applied object; `force` is accepted, conflicts
+//! between field managers are not detected).
 #![warn(missing_docs)]
 
-use axum::routing::get;
-use axum::{Json, Router};
+mod api;
+pub mod kinds;
+pub mod patch;
+pub mod store;
+
+use serde_json::Value;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use store::{ApiError, Store};
 
 /// The Kubernetes version kube-sim reports.
-pub const GIT_VERSION: &str = "v1.31.0-kube-sim";
+pub const GIT_VERSION: &str = "v1.33.0-kube-sim";
 
-/// A running server.
-#[derive(Debug)]
+pub(crate) fn version() -> Value {
+    serde_json::json!({
+        "major": "1", "minor": "33", "gitVersion": GIT_VERSION,
+        "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"
+    })
+}
+
+/// A running server. Dropping it stops serving.
 pub struct KubeSim {
     addr: SocketAddr,
+    store: Arc<Mutex<Store>>,
     task: tokio::task::JoinHandle<()>,
 }
 
+impl std::fmt::Debug for KubeSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSim")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl KubeSim {
-    /// Starts serving on `addr` (use `127.0.0.1:0` for an ephemeral port).
+    /// Starts serving on `addr` (use `127.0.0.1:0` for an ephemeral port), with the `default` and
+    /// `kube-system` namespaces.
     pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let app = Router::new()
-            .route("/version", get(version))
-            .route("/healthz", get(|| async { "ok" }));
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "kube-sim server stopped");
-            }
-        });
-        Ok(Self { addr, task })
+        let store = Arc::new(Mutex::new(Store::default()));
+        let sim = Self {
+            addr,
+            store: store.clone(),
+            task: tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, api::router(store)).await {
+                    tracing::error!(error = %e, "kube-sim server stopped");
+                }
+            }),
+        };
+        for ns in ["default", "kube-system"] {
+            let _ = sim.create("namespaces", "", serde_json::json!({"metadata": {"name": ns}}));
+        }
+        Ok(sim)
     }
 
     /// The bound address.
@@ -43,36 +79,75 @@ impl KubeSim {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// A kubeconfig for this server.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\ncurrent-context: kube-sim\nusers:\n- name: kube-sim\n  user:\n    token: kube-sim\n",
+            self.url()
+        )
+    }
+
+    /// Writes the kubeconfig.
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig())
+    }
+
+    fn kind(plural: &str) -> Result<&'static kinds::Kind, ApiError> {
+        kinds::KINDS
+            .iter()
+            .find(|k| k.plural == plural && (k.group.is_empty() || plural != "events"))
+            .ok_or_else(|| ApiError::new(404, "NotFound", format!("unknown resource {plural}")))
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates an object of a core or group resource (by plural) directly.
+    pub fn create(&self, plural: &str, namespace: &str, obj: Value) -> Result<Value, ApiError> {
+        let k = Self::kind(plural)?;
+        self.store().create(k, namespace, obj)
+    }
+
+    /// Reads an object directly.
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        let k = Self::kind(plural)?;
+        self.store().get(k, namespace, name)
+    }
+
+    /// Lists objects (all namespaces).
+    pub fn list(&self, plural: &str) -> Vec<Value> {
+        let Ok(k) = Self::kind(plural) else { return Vec::new() };
+        self.store().list(k, None, None, None)["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Applies a merge patch directly (`status` selects the status subresource).
+    pub fn merge_patch(
+        &self,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+        status: bool,
+    ) -> Result<Value, ApiError> {
+        let k = Self::kind(plural)?;
+        self.store()
+            .patch(k, namespace, name, store::PatchType::Merge, patch, status)
+    }
+
+    /// Deletes an object directly (finalizer semantics apply).
+    pub fn delete(&self, plural: &str, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        let k = Self::kind(plural)?;
+        self.store().delete(k, namespace, name)
+    }
 }
 
 impl Drop for KubeSim {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-async fn version() -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "major": "1", "minor": "31", "gitVersion": GIT_VERSION,
-        "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-        "buildDate": "2026-01-01T00:00:00Z", "goVersion": "rust", "compiler": "rustc", "platform": "linux/amd64"
-    }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn serves_version_on_loopback() {
-        let sim = KubeSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        assert!(sim.addr().ip().is_loopback());
-        let v: serde_json::Value = reqwest::get(format!("{}/version", sim.url()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(v["gitVersion"], GIT_VERSION);
     }
 }
