@@ -17,6 +17,10 @@ use tokio::sync::oneshot;
 
 /// Separator of node name and CIDR in route names (upstream's dual-stack naming, used in production).
 pub const ROUTE_NAME_SEPARATOR: &str = "____";
+/// One step of the coalescing window of a burst of route changes.
+pub const COALESCE_STEP: std::time::Duration = std::time::Duration::from_millis(2);
+/// The longest a burst waits to gather before its first write.
+pub const COALESCE_MAX: std::time::Duration = std::time::Duration::from_millis(50);
 /// Azure's limit of routes per route table.
 pub const MAX_ROUTES_PER_TABLE: usize = 400;
 
@@ -217,6 +221,7 @@ impl RouteTableWriter {
         if lead {
             // Whatever happens to this caller (even a dropped future), the next submitter can lead.
             let _guard = LeaderGuard(&self.applying);
+            self.coalesce().await;
             loop {
                 let batch: Pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
                 if batch.is_empty() {
@@ -234,6 +239,21 @@ impl RouteTableWriter {
         }
         rx.await
             .unwrap_or_else(|_| Err(CloudError::Azure("route update was abandoned".into())))
+    }
+
+    /// Lets a burst of concurrent changes gather before the first write: waits while changes keep
+    /// arriving, a few milliseconds at a time, at most [`COALESCE_MAX`]. A lone change waits one step.
+    async fn coalesce(&self) {
+        let deadline = tokio::time::Instant::now() + COALESCE_MAX;
+        let mut seen = 0;
+        loop {
+            tokio::time::sleep(COALESCE_STEP).await;
+            let n = self.pending.lock().unwrap_or_else(|p| p.into_inner()).len();
+            if n == seen || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            seen = n;
+        }
     }
 
     async fn read(&self, fresh: bool) -> Result<Option<network::RouteTable>, ArmError> {

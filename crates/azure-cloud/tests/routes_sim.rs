@@ -182,6 +182,7 @@ async fn concurrent_creates_are_batched() {
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     assert_eq!(table_routes(&sim, "sim-routes").len(), 400);
     let (gets, puts) = route_table_writes(&sim);
+    eprintln!("S7: {gets} GETs, {puts} PUTs");
     assert!(puts <= 2, "{puts} PUTs for 400 concurrent creates (S7)");
     assert!(gets <= 1, "{gets} GETs");
     assert_eq!(sim.arm_calls("PUT"), puts, "no other writes");
