@@ -254,3 +254,72 @@ async fn the_route_limit_is_reported() {
         .unwrap_err();
     assert!(err.to_string().contains("at most 400 routes per route table"), "{err}");
 }
+
+/// N concurrent creates → 1 route-table PUT (the burst gathers within the coalescing window).
+#[tokio::test]
+async fn a_burst_of_creates_is_one_write() {
+    let (sim, cloud, _d) = setup(&Scenario::default_cluster()).await;
+    let nodes = [
+        "k8s-pool1-vmss000000",
+        "k8s-pool1-vmss000001",
+        "k8s-pool1-vmss000002",
+        "k8s-pool2-0",
+        "k8s-pool2-1",
+    ];
+    for n in nodes {
+        let vm = cloud.vm_set().node(n).await.unwrap();
+        cloud.vm_set().node_ips(&vm).await.unwrap();
+    }
+    sim.reset_calls();
+    let routes: Vec<Route> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| route(n, &format!("10.244.{i}.0/24")))
+        .collect();
+    let results = futures::future::join_all(routes.iter().map(|r| cloud.create_route("kubernetes", "", r))).await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    assert_eq!(route_table_writes(&sim), (1, 1), "one GET and one PUT for the burst");
+}
+
+#[tokio::test]
+async fn dual_stack_routes_use_the_address_of_the_cidr_family() {
+    let scenario = Scenario {
+        subnet_ipv6_cidr: Some("fd00:10:240::/64".into()),
+        ..Scenario::default_cluster()
+    };
+    let (sim, cloud, _d) = setup(&scenario).await;
+    cloud
+        .create_route("kubernetes", "", &route("k8s-pool2-0", "10.244.0.0/24"))
+        .await
+        .unwrap();
+    cloud
+        .create_route("kubernetes", "", &route("k8s-pool2-0", "fd00:10:244::/64"))
+        .await
+        .unwrap();
+    let routes = table_routes(&sim, &sim.cluster().route_table.clone());
+    assert_eq!(
+        routes,
+        vec![
+            (
+                "k8s-pool2-0____102440024".to_string(),
+                "10.244.0.0/24".to_string(),
+                "10.240.0.7".to_string()
+            ),
+            (
+                "k8s-pool2-0____fd001024464".to_string(),
+                "fd00:10:244::/64".to_string(),
+                "fd00:10:240::7".to_string()
+            ),
+        ]
+    );
+    let md = azure_cloud::provider::Instances::node_addresses(&cloud, "k8s-pool2-0")
+        .await
+        .unwrap();
+    let kinds: Vec<(String, String)> = md.iter().map(|a| (a.type_.clone(), a.address.clone())).collect();
+    assert_eq!(kinds[1], ("InternalIP".to_string(), "fd00:10:240::7".to_string()));
+    cloud
+        .delete_route("kubernetes", &route("k8s-pool2-0", "fd00:10:244::/64"))
+        .await
+        .unwrap();
+    assert_eq!(table_routes(&sim, &sim.cluster().route_table.clone()).len(), 1);
+}

@@ -243,8 +243,14 @@ fn instance_document(s: &Shared) -> Option<Value> {
     for nic_id in nic_ids(&vm) {
         let Some(nic) = store.get(&nic_id) else { continue };
         let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
         let mut subnets = Vec::new();
         for ipc in prop_array(&nic.body, "ipConfigurations") {
+            if str_at(ipc, &["properties", "privateIPAddressVersion"]) == Some("IPv6") {
+                let private = str_at(ipc, &["properties", "privateIPAddress"]).unwrap_or_default();
+                v6.push(json!({"privateIpAddress": private, "publicIpAddress": ""}));
+                continue;
+            }
             let private = str_at(ipc, &["properties", "privateIPAddress"]).unwrap_or_default();
             let public = str_at(ipc, &["properties", "publicIPAddress", "id"])
                 .and_then(|pid| store.get(pid))
@@ -258,7 +264,7 @@ fn instance_document(s: &Shared) -> Option<Value> {
                 subnets.push(json!({"address": addr, "prefix": len}));
             }
         }
-        interfaces.push(json!({"ipv4": {"ipAddress": v4, "subnet": subnets}, "ipv6": {"ipAddress": []}, "macAddress": "000D3A000000"}));
+        interfaces.push(json!({"ipv4": {"ipAddress": v4, "subnet": subnets}, "ipv6": {"ipAddress": v6}, "macAddress": "000D3A000000"}));
     }
     let rg = vm_id.split('/').nth(4).unwrap_or_default().to_string();
     let size = str_at(&vm, &["sku", "name"])

@@ -34,6 +34,9 @@ struct Args {
     /// Seed of fault injection.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Simulated seconds per real second (throttle-bucket refill, operation delays).
+    #[arg(long, default_value_t = 1.0)]
+    clock_speed: f64,
 }
 
 #[tokio::main]
@@ -66,6 +69,7 @@ async fn run(args: Args) -> Result<(), String> {
         latency: Duration::from_millis(args.latency_ms),
         lro_delay: Duration::from_millis(args.lro_delay_ms),
         seed: args.seed,
+        clock_speed: args.clock_speed,
         ..SimOptions::default()
     };
     let sim = AzureSim::start(args.listen, opts, &scenario)

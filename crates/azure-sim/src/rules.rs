@@ -79,6 +79,28 @@ fn check_ref(
     }
 }
 
+/// The IPv6 prefix of a subnet id (from `addressPrefixes`), when it is dual-stack.
+pub(crate) fn subnet_prefix_v6(store: &Store, subnet_id: &str) -> Option<String> {
+    let l = lower(subnet_id);
+    let idx = l.find("/subnets/")?;
+    let vnet = store.get(&subnet_id[..idx])?;
+    let name = &l[idx + "/subnets/".len()..];
+    prop_array(&vnet.body, "subnets")
+        .iter()
+        .find(|s| s.get("name").and_then(Value::as_str).map(lower).as_deref() == Some(name))
+        .and_then(|s| {
+            s.pointer("/properties/addressPrefixes")
+                .and_then(Value::as_array)
+                .cloned()
+        })
+        .and_then(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .find(|p| p.contains(':'))
+                .map(str::to_string)
+        })
+}
+
 /// The address prefix of a subnet id, from its virtual network.
 pub(crate) fn subnet_prefix(store: &Store, subnet_id: &str) -> Option<String> {
     let l = lower(subnet_id);

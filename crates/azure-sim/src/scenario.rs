@@ -122,6 +122,8 @@ pub struct Scenario {
     pub subnet_name: String,
     /// Subnet prefix.
     pub subnet_cidr: String,
+    /// IPv6 subnet prefix: when set, the subnet is dual-stack and every NIC gets an IPv6 configuration.
+    pub subnet_ipv6_cidr: Option<String>,
     /// NSG name.
     pub nsg_name: String,
     /// Route table name (`None`: not created, as before the route controller's first write).
@@ -146,6 +148,7 @@ impl Default for Scenario {
             vnet_cidr: "10.0.0.0/8".into(),
             subnet_name: "nodes".into(),
             subnet_cidr: "10.240.0.0/16".into(),
+            subnet_ipv6_cidr: None,
             nsg_name: "sim-nsg".into(),
             route_table_name: Some("sim-routes".into()),
             vm_type: "vmss".into(),
@@ -239,6 +242,9 @@ impl Scenario {
             0,
         );
         let mut subnet = json!({"name": self.subnet_name, "properties": {"addressPrefix": self.subnet_cidr, "networkSecurityGroup": {"id": nsg_id}, "provisioningState": "Succeeded"}});
+        if let Some(v6) = &self.subnet_ipv6_cidr {
+            subnet["properties"]["addressPrefixes"] = json!([self.subnet_cidr, v6]);
+        }
         if let Some(rt) = &self.route_table_name {
             let rt_id = self.id("Microsoft.Network", &format!("routeTables/{rt}"));
             store.put(
@@ -363,7 +369,8 @@ impl Scenario {
             store.put(&pip_id, "Microsoft.Network/publicIPAddresses", json!({"location": self.location, "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static", "ipAddress": addr.to_string()}}), 0);
             ipc["properties"]["publicIPAddress"] = json!({"id": pip_id});
         }
-        store.put(&nic_id, "Microsoft.Network/networkInterfaces", json!({"location": self.location, "properties": {"primary": true, "ipConfigurations": [ipc], "virtualMachine": {"id": vm_id}, "provisioningState": "Succeeded"}}), 0);
+        let ipcs = with_ipv6(store, &subnet, ipc);
+        store.put(&nic_id, "Microsoft.Network/networkInterfaces", json!({"location": self.location, "properties": {"primary": true, "ipConfigurations": ipcs, "virtualMachine": {"id": vm_id}, "provisioningState": "Succeeded"}}), 0);
         let mut props = json!({
             "vmId": format!("{:032x}", rand::random::<u128>()),
             "hardwareProfile": {"vmSize": sku},
@@ -390,6 +397,20 @@ fn allocate(store: &mut Store, subnet: &str) -> Result<String, String> {
         .allocate_private_ip(subnet, &prefix)
         .map(|ip| ip.to_string())
         .ok_or_else(|| format!("subnet {subnet} is full"))
+}
+
+/// The IP configurations of a NIC: the given IPv4 one, plus an IPv6 one when the subnet is dual-stack.
+fn with_ipv6(store: &mut Store, subnet: &str, v4: Value) -> Value {
+    let Some(prefix) = crate::rules::subnet_prefix_v6(store, subnet) else {
+        return json!([v4]);
+    };
+    match store.allocate_private_ipv6(subnet, &prefix) {
+        Some(ip) => {
+            json!([v4, {"name": "ipconfig-v6", "properties": {"primary": false, "privateIPAddress": ip.to_string(),
+            "privateIPAllocationMethod": "Dynamic", "privateIPAddressVersion": "IPv6", "subnet": {"id": subnet}}}])
+        }
+        None => json!([v4]),
+    }
 }
 
 fn instance_view(fd: u32, power: &str) -> Value {
@@ -456,7 +477,8 @@ pub fn add_scale_set_instance(
         store.put(&pip_id, "Microsoft.Network/publicIPAddresses", json!({"location": location, "properties": {"publicIPAllocationMethod": "Static", "ipAddress": addr.to_string()}}), 0);
         ipc["properties"]["publicIPAddress"] = json!({"id": pip_id});
     }
-    store.put(&nic_id, "Microsoft.Network/networkInterfaces", json!({"location": location, "properties": {"primary": true, "ipConfigurations": [ipc], "virtualMachine": {"id": vm_id}, "provisioningState": "Succeeded"}}), 0);
+    let ipcs = with_ipv6(store, &subnet, ipc);
+    store.put(&nic_id, "Microsoft.Network/networkInterfaces", json!({"location": location, "properties": {"primary": true, "ipConfigurations": ipcs, "virtualMachine": {"id": vm_id}, "provisioningState": "Succeeded"}}), 0);
     let zone: Vec<Value> = if zones.is_empty() {
         vec![]
     } else {

@@ -46,6 +46,7 @@ pub struct Store {
     /// Used addresses per subnet id (lower-case).
     subnet_used: HashMap<String, BTreeSet<Ipv4Addr>>,
     public_next: u32,
+    v6_next: HashMap<String, u128>,
 }
 
 impl Store {
@@ -180,6 +181,16 @@ impl Store {
         let ip = net.hosts().skip(3).find(|ip| !used.contains(ip))?;
         used.insert(ip);
         Some(ip)
+    }
+
+    /// Allocates the next IPv6 address of a subnet prefix (skipping the first four, as for IPv4).
+    pub fn allocate_private_ipv6(&mut self, subnet_id: &str, prefix: &str) -> Option<std::net::Ipv6Addr> {
+        let net: ipnet::Ipv6Net = prefix.parse().ok()?;
+        let key = format!("{}#v6", subnet_id.to_ascii_lowercase());
+        let n = self.v6_next.entry(key).or_insert(3);
+        *n += 1;
+        let base = u128::from(net.network());
+        Some(std::net::Ipv6Addr::from(base + *n))
     }
 
     /// Marks an address as used (scenario set-up).

@@ -9,7 +9,14 @@ fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .expect("kubectl is required for this test: install it (Debian: apt-get install kubernetes-client)");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,7 +27,11 @@ async fn kubectl_get_apply_patch_delete() {
     let kc = dir.join("kubeconfig");
     sim.write_kubeconfig(&kc).unwrap();
     let node = dir.join("node.yaml");
-    std::fs::write(&node, "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels: {pool: a}\n").unwrap();
+    std::fs::write(
+        &node,
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels: {pool: a}\n",
+    )
+    .unwrap();
     let svc = dir.join("svc.yaml");
     std::fs::write(&svc, "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  type: LoadBalancer\n  ports: [{port: 80, protocol: TCP}]\n").unwrap();
     let run = |args: &[&str]| {
@@ -35,9 +46,19 @@ async fn kubectl_get_apply_patch_delete() {
     assert!(run(&["get", "nodes"]).contains("n1"));
     assert!(run(&["get", "svc", "web", "-o", "jsonpath={.spec.type}"]).contains("LoadBalancer"));
     run(&["patch", "node", "n1", "-p", r#"{"metadata":{"labels":{"x":"y"}}}"#]);
-    run(&["patch", "svc", "web", "--type=json", "-p", r#"[{"op":"add","path":"/metadata/annotations","value":{"a":"b"}}]"#]);
+    run(&[
+        "patch",
+        "svc",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/annotations","value":{"a":"b"}}]"#,
+    ]);
     assert!(run(&["get", "node", "n1", "-o", "jsonpath={.metadata.labels.x}"]).contains('y'));
-    assert_eq!(sim.get("services", "default", "web").unwrap()["metadata"]["annotations"]["a"], "b");
+    assert_eq!(
+        sim.get("services", "default", "web").unwrap()["metadata"]["annotations"]["a"],
+        "b"
+    );
     run(&["delete", "svc", "web"]);
     run(&["delete", "node", "n1"]);
     assert!(sim.list("nodes").is_empty());
