@@ -79,8 +79,8 @@ fn check_ref(
     }
 }
 
-/// The IPv6 prefix of a subnet id (from `addressPrefixes`), when it is dual-stack.
-pub(crate) fn subnet_prefix_v6(store: &Store, subnet_id: &str) -> Option<String> {
+/// The subnet object of a subnet id, from its virtual network.
+fn subnet_of<'a>(store: &'a Store, subnet_id: &str) -> Option<&'a Value> {
     let l = lower(subnet_id);
     let idx = l.find("/subnets/")?;
     let vnet = store.get(&subnet_id[..idx])?;
@@ -88,30 +88,23 @@ pub(crate) fn subnet_prefix_v6(store: &Store, subnet_id: &str) -> Option<String>
     prop_array(&vnet.body, "subnets")
         .iter()
         .find(|s| s.get("name").and_then(Value::as_str).map(lower).as_deref() == Some(name))
-        .and_then(|s| {
-            s.pointer("/properties/addressPrefixes")
-                .and_then(Value::as_array)
-                .cloned()
-        })
-        .and_then(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .find(|p| p.contains(':'))
-                .map(str::to_string)
-        })
 }
 
-/// The address prefix of a subnet id, from its virtual network.
-pub(crate) fn subnet_prefix(store: &Store, subnet_id: &str) -> Option<String> {
-    let l = lower(subnet_id);
-    let idx = l.find("/subnets/")?;
-    let vnet = store.get(&subnet_id[..idx])?;
-    let name = &l[idx + "/subnets/".len()..];
-    prop_array(&vnet.body, "subnets")
+/// The IPv6 prefix of a subnet id (from `addressPrefixes`), when it is dual-stack.
+pub(crate) fn subnet_prefix_v6(store: &Store, subnet_id: &str) -> Option<String> {
+    let prefixes = subnet_of(store, subnet_id)?
+        .pointer("/properties/addressPrefixes")?
+        .as_array()?;
+    prefixes
         .iter()
-        .find(|s| s.get("name").and_then(Value::as_str).map(lower).as_deref() == Some(name))
-        .and_then(|s| str_at(s, &["properties", "addressPrefix"]))
+        .filter_map(Value::as_str)
+        .find(|p| p.contains(':'))
         .map(str::to_string)
+}
+
+/// The (IPv4) address prefix of a subnet id.
+pub(crate) fn subnet_prefix(store: &Store, subnet_id: &str) -> Option<String> {
+    str_at(subnet_of(store, subnet_id)?, &["properties", "addressPrefix"]).map(str::to_string)
 }
 
 fn allocate_in(store: &mut Store, ipconf: &mut Value, owner: &str) -> Result<(), RuleError> {

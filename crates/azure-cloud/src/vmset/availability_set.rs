@@ -11,9 +11,8 @@ use crate::arm::{
 use azure_mgmt_compute::models as compute;
 use azure_mgmt_network::models as network;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// VMs of one resource group by lower-cased VM name and computer name.
 #[derive(Debug, Default)]
@@ -41,7 +40,7 @@ pub struct AvailabilitySets {
     index: TtlCache<String, VmIndex, ArmError>,
     nic_lists: TtlCache<String, HashMap<String, network::NetworkInterface>, ArmError>,
     pip_lists: TtlCache<String, HashMap<String, String>, ArmError>,
-    refreshed: Mutex<HashMap<String, Instant>>,
+    refreshed: super::RefreshLimiter,
 }
 
 impl AvailabilitySets {
@@ -61,20 +60,12 @@ impl AvailabilitySets {
             index: TtlCache::new(ttls.vms),
             nic_lists: TtlCache::new(ttls.nics),
             pip_lists: TtlCache::new(ttls.public_ips),
-            refreshed: Mutex::new(HashMap::new()),
+            refreshed: super::RefreshLimiter::default(),
         }
     }
 
     fn may_refresh(&self, key: String) -> bool {
-        let mut m = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        match m.get(&key) {
-            Some(t) if now.duration_since(*t) < UNKNOWN_REFRESH_INTERVAL => false,
-            _ => {
-                m.insert(key, now);
-                true
-            }
-        }
+        self.refreshed.allow(key)
     }
 
     async fn index(&self, rg: &str, mode: ReadMode) -> Result<Arc<VmIndex>, ArmError> {
@@ -218,21 +209,7 @@ fn to_node(vm: &compute::VirtualMachine) -> Option<NodeVm> {
     let props = vm.properties.as_ref();
     let name = vm.resource.name.clone().unwrap_or_else(|| parsed.name().to_string());
     let iv = props.and_then(|p| p.instance_view.as_ref());
-    let mut nics: Vec<(bool, String)> = props
-        .and_then(|p| p.network_profile.as_ref())
-        .map(|n| {
-            n.network_interfaces
-                .iter()
-                .filter_map(|r| {
-                    Some((
-                        r.properties.as_ref().and_then(|p| p.primary).unwrap_or(false),
-                        r.sub_resource.id.clone()?,
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    nics.sort_by_key(|(primary, _)| !*primary);
+    let nics = super::primary_first(props.and_then(|p| p.network_profile.as_ref()));
     let vm_set = match props
         .and_then(|p| p.availability_set.as_ref())
         .and_then(|a| a.id.clone())
@@ -270,6 +247,6 @@ fn to_node(vm: &compute::VirtualMachine) -> Option<NodeVm> {
             .unwrap_or_else(|| "unknown".into()),
         provisioning_state: props.and_then(|p| p.provisioning_state.clone()).unwrap_or_default(),
         vm_set,
-        nic_ids: nics.into_iter().map(|(_, id)| id).collect(),
+        nic_ids: nics,
     })
 }

@@ -246,3 +246,41 @@ pub(crate) fn nic_addresses(nic: &azure_mgmt_network::models::NetworkInterface) 
     }
     (ips, public)
 }
+
+/// NIC ids of a VM's network profile, primary first.
+pub(crate) fn primary_first(profile: Option<&azure_mgmt_compute::models::NetworkProfile>) -> Vec<String> {
+    let mut nics: Vec<(bool, String)> = profile
+        .map(|n| {
+            n.network_interfaces
+                .iter()
+                .filter_map(|r| {
+                    Some((
+                        r.properties.as_ref().and_then(|p| p.primary).unwrap_or(false),
+                        r.sub_resource.id.clone()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    nics.sort_by_key(|(primary, _)| !*primary);
+    nics.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Allows a forced refresh of a key at most once per [`UNKNOWN_REFRESH_INTERVAL`].
+#[derive(Debug, Default)]
+pub(crate) struct RefreshLimiter(std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>);
+
+impl RefreshLimiter {
+    /// True (and remembered) when `key` was not refreshed within the interval.
+    pub(crate) fn allow(&self, key: String) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        match m.get(&key) {
+            Some(t) if now.duration_since(*t) < UNKNOWN_REFRESH_INTERVAL => false,
+            _ => {
+                m.insert(key, now);
+                true
+            }
+        }
+    }
+}

@@ -10,9 +10,8 @@ use crate::arm::{
 use azure_mgmt_compute::models as compute;
 use azure_mgmt_network::models as network;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// A scale set as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +60,7 @@ pub struct ScaleSets {
     sets: TtlCache<String, Vec<ScaleSetInfo>, ArmError>,
     instances: TtlCache<Key, InstanceIndex, ArmError>,
     nic_lists: TtlCache<Key, HashMap<String, network::NetworkInterface>, ArmError>,
-    refreshed: Mutex<HashMap<String, Instant>>,
+    refreshed: super::RefreshLimiter,
 }
 
 impl ScaleSets {
@@ -85,21 +84,13 @@ impl ScaleSets {
             sets: TtlCache::new(ttls.scale_sets),
             instances: TtlCache::new(ttls.instances),
             nic_lists: TtlCache::new(ttls.instances),
-            refreshed: Mutex::new(HashMap::new()),
+            refreshed: super::RefreshLimiter::default(),
         }
     }
 
     /// True when the cache behind `key` may be force-refreshed now (at most once per interval).
     fn may_refresh(&self, key: String) -> bool {
-        let mut m = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        match m.get(&key) {
-            Some(t) if now.duration_since(*t) < UNKNOWN_REFRESH_INTERVAL => false,
-            _ => {
-                m.insert(key, now);
-                true
-            }
-        }
+        self.refreshed.allow(key)
     }
 
     async fn scale_sets(&self, rg: &str, mode: ReadMode) -> Result<Arc<Vec<ScaleSetInfo>>, ArmError> {
@@ -170,21 +161,7 @@ impl ScaleSets {
                     .and_then(|iv| iv.computer_name.clone())
             })?;
         let iv = props.and_then(|p| p.instance_view.as_ref());
-        let mut nics: Vec<(bool, String)> = props
-            .and_then(|p| p.network_profile.as_ref())
-            .map(|n| {
-                n.network_interfaces
-                    .iter()
-                    .filter_map(|r| {
-                        Some((
-                            r.properties.as_ref().and_then(|p| p.primary).unwrap_or(false),
-                            r.sub_resource.id.clone()?,
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        nics.sort_by_key(|(primary, _)| !*primary);
+        let nics = super::primary_first(props.and_then(|p| p.network_profile.as_ref()));
         let parsed = ResourceId::parse(&id).ok()?;
         Some(NodeVm {
             node_name: computer_name.to_ascii_lowercase(),
@@ -213,7 +190,7 @@ impl ScaleSets {
                 name: ss.to_string(),
                 resource_group: rg.to_string(),
             },
-            nic_ids: nics.into_iter().map(|(_, id)| id).collect(),
+            nic_ids: nics,
         })
     }
 
