@@ -10,6 +10,7 @@ pub mod cloud;
 pub mod config;
 pub mod http;
 pub mod imds;
+pub mod loadbalancer;
 pub mod provider;
 pub mod routes;
 pub mod secret;

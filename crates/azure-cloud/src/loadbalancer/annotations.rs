@@ -1,0 +1,523 @@
+//! Service annotations (prefix `service.beta.kubernetes.io/`) parsed into a typed, validated spec.
+//! Bad input is an [`AnnotationError`] naming the annotation (or field), its value and the rule; invalid
+//! source ranges are warnings (upstream emits an event and adds a deny-all rule) rather than errors.
+
+use super::names::Family;
+use crate::config::parse_tags;
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Service;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// The annotation prefix.
+pub const PREFIX: &str = "service.beta.kubernetes.io/";
+
+/// An invalid annotation or field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}={value:?}: {rule}")]
+pub struct AnnotationError {
+    /// The full annotation key, or the field (`spec.loadBalancerIP`).
+    pub key: String,
+    /// The value.
+    pub value: String,
+    /// What is wrong.
+    pub rule: String,
+}
+
+/// A problem worth a Warning event that does not stop reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Event reason (`InvalidSourceRanges`, `InvalidAllowedIPRanges`, `ConflictConfiguration`).
+    pub reason: &'static str,
+    /// Message.
+    pub message: String,
+}
+
+/// Health-probe protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeProtocol {
+    /// TCP.
+    Tcp,
+    /// HTTP.
+    Http,
+    /// HTTPS.
+    Https,
+}
+
+/// Per-port overrides (`port_<port>_...`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortOverrides {
+    /// `port_<p>_no_lb_rule`.
+    pub no_lb_rule: bool,
+    /// `port_<p>_no_probe_rule`.
+    pub no_probe_rule: bool,
+    /// `port_<p>_health-probe_protocol`.
+    pub probe_protocol: Option<ProbeProtocol>,
+    /// `port_<p>_health-probe_port` (a port number or a port name of the service).
+    pub probe_port: Option<String>,
+    /// `port_<p>_health-probe_interval`.
+    pub probe_interval: Option<i32>,
+    /// `port_<p>_health-probe_num-of-probe`.
+    pub probe_num: Option<i32>,
+    /// `port_<p>_health-probe_request-path`.
+    pub probe_path: Option<String>,
+}
+
+/// Everything the annotations and LB-relevant fields of a Service ask for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceLbSpec {
+    /// `azure-load-balancer-internal` is exactly `"true"`.
+    pub internal: bool,
+    /// `azure-load-balancer-internal-subnet` (internal services only).
+    pub internal_subnet: Option<String>,
+    /// `azure-load-balancer-resource-group`: resource group of the service's public IPs.
+    pub pip_resource_group: Option<String>,
+    /// `azure-pip-name` (IPv4).
+    pub pip_name_v4: Option<String>,
+    /// `azure-pip-name-ipv6`.
+    pub pip_name_v6: Option<String>,
+    /// Requested IPv4 address (`azure-load-balancer-ipv4`, else `spec.loadBalancerIP`).
+    pub ip_v4: Option<IpAddr>,
+    /// Requested IPv6 address (`azure-load-balancer-ipv6`, else an IPv6 `spec.loadBalancerIP`).
+    pub ip_v6: Option<IpAddr>,
+    /// `azure-dns-label-name`: `Some("")` removes the label.
+    pub dns_label: Option<String>,
+    /// `azure-load-balancer-tcp-idle-timeout` in minutes (4..=100).
+    pub idle_timeout_minutes: Option<i32>,
+    /// `azure-load-balancer-health-probe-protocol`.
+    pub probe_protocol: Option<ProbeProtocol>,
+    /// `azure-load-balancer-health-probe-request-path`.
+    pub probe_path: Option<String>,
+    /// `azure-load-balancer-health-probe-interval` (default 5).
+    pub probe_interval: i32,
+    /// `azure-load-balancer-health-probe-num-of-probe` (default 2).
+    pub probe_num: i32,
+    /// `azure-allowed-service-tags`.
+    pub allowed_service_tags: Vec<String>,
+    /// Valid source ranges (`spec.loadBalancerSourceRanges`, or `azure-allowed-ip-ranges` /
+    /// `load-balancer-source-ranges`).
+    pub source_ranges: Vec<IpNet>,
+    /// True when some range was invalid: a deny-all rule protects the service.
+    pub invalid_ranges: bool,
+    /// `azure-deny-all-except-load-balancer-source-ranges`.
+    pub deny_all_except_source_ranges: bool,
+    /// `azure-load-balancer-mode` (basic SKU).
+    pub mode: Option<String>,
+    /// `azure-load-balancer-enable-high-availability-ports`.
+    pub ha_ports: bool,
+    /// `azure-disable-load-balancer-floating-ip`.
+    pub floating_ip_disabled: bool,
+    /// `azure-pip-tags`.
+    pub pip_tags: BTreeMap<String, String>,
+    /// `azure-additional-public-ips`.
+    pub additional_public_ips: Vec<IpAddr>,
+    /// `azure-load-balancer-disable-tcp-reset`.
+    pub tcp_reset_disabled: bool,
+    /// `azure-disable-load-balancer-nsg-rule`.
+    pub nsg_rules_disabled: bool,
+    /// `azure-pip-prefix-id` / `-ipv6`.
+    pub pip_prefix_v4: Option<String>,
+    /// IPv6 PIP prefix.
+    pub pip_prefix_v6: Option<String>,
+    /// Per-port overrides by port number.
+    pub ports: BTreeMap<i32, PortOverrides>,
+    /// IP families (from `spec.ipFamilies`; IPv4 when empty).
+    pub families: Vec<Family>,
+}
+
+impl ServiceLbSpec {
+    /// Two families.
+    pub fn dual_stack(&self) -> bool {
+        self.families.len() == 2
+    }
+}
+
+fn err(key: &str, value: &str, rule: impl Into<String>) -> AnnotationError {
+    AnnotationError {
+        key: key.to_string(),
+        value: value.to_string(),
+        rule: rule.into(),
+    }
+}
+
+/// Validates a CIDR as upstream's `ParsePrefix`: host bits must be zero (`10.10.10.1/24` is invalid).
+pub fn parse_prefix(s: &str) -> Option<IpNet> {
+    let net: IpNet = s.trim().parse().ok()?;
+    (net.addr() == net.network()).then_some(net)
+}
+
+fn int_in(key: &str, v: &str, min: i32, max: i32) -> Result<i32, AnnotationError> {
+    match v.trim().parse::<i32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(err(key, v, format!("must be an integer in {min}..={max}"))),
+    }
+}
+
+fn probe_protocol(key: &str, v: &str) -> Result<ProbeProtocol, AnnotationError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "tcp" => Ok(ProbeProtocol::Tcp),
+        "http" => Ok(ProbeProtocol::Http),
+        "https" => Ok(ProbeProtocol::Https),
+        _ => Err(err(key, v, "is not one of: Tcp, Http, Https")),
+    }
+}
+
+fn csv(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Parses and validates a Service's load-balancer configuration.
+pub fn parse(service: &Service) -> Result<(ServiceLbSpec, Vec<Warning>), AnnotationError> {
+    let empty = BTreeMap::new();
+    let ann = service.metadata.annotations.as_ref().unwrap_or(&empty);
+    let get = |name: &str| ann.get(&format!("{PREFIX}{name}")).map(String::as_str);
+    let key = |name: &str| format!("{PREFIX}{name}");
+    let is_true = |name: &str| get(name).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let spec = service.spec.clone().unwrap_or_default();
+    let mut warnings = Vec::new();
+    let mut s = ServiceLbSpec {
+        internal: get("azure-load-balancer-internal") == Some("true"),
+        probe_interval: 5,
+        probe_num: 2,
+        ..Default::default()
+    };
+    if s.internal {
+        s.internal_subnet = get("azure-load-balancer-internal-subnet")
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
+    }
+    let opt = |name: &str| get(name).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+    s.pip_resource_group = opt("azure-load-balancer-resource-group");
+    s.pip_name_v4 = opt("azure-pip-name");
+    s.pip_name_v6 = opt("azure-pip-name-ipv6");
+    s.pip_prefix_v4 = opt("azure-pip-prefix-id");
+    s.pip_prefix_v6 = opt("azure-pip-prefix-id-ipv6");
+    s.mode = opt("azure-load-balancer-mode");
+    s.dns_label = get("azure-dns-label-name").map(|v| v.trim().to_string());
+    s.families = match spec.ip_families.as_deref() {
+        None | Some([]) => vec![Family::V4],
+        Some(fams) => fams
+            .iter()
+            .map(|f| match f.as_str() {
+                "IPv4" => Ok(Family::V4),
+                "IPv6" => Ok(Family::V6),
+                other => Err(err("spec.ipFamilies", other, "is not one of: IPv4, IPv6")),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    for (name, family) in [
+        ("azure-load-balancer-ipv4", Family::V4),
+        ("azure-load-balancer-ipv6", Family::V6),
+    ] {
+        if let Some(v) = opt(name) {
+            let ip: IpAddr = v.parse().map_err(|_| err(&key(name), &v, "is not an IP address"))?;
+            if ip.is_ipv6() != (family == Family::V6) {
+                return Err(err(&key(name), &v, format!("is not an {} address", family.as_str())));
+            }
+            match family {
+                Family::V4 => s.ip_v4 = Some(ip),
+                Family::V6 => s.ip_v6 = Some(ip),
+            }
+        }
+    }
+    if let Some(v) = spec
+        .load_balancer_ip
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        let ip: IpAddr = v
+            .parse()
+            .map_err(|_| err("spec.loadBalancerIP", v, "is not an IP address"))?;
+        if ip.is_ipv6() {
+            s.ip_v6.get_or_insert(ip);
+        } else {
+            s.ip_v4.get_or_insert(ip);
+        }
+    }
+    if let Some(v) = get("azure-load-balancer-tcp-idle-timeout") {
+        s.idle_timeout_minutes = Some(int_in(&key("azure-load-balancer-tcp-idle-timeout"), v, 4, 100)?);
+    }
+    if let Some(v) = get("azure-load-balancer-health-probe-protocol") {
+        s.probe_protocol = Some(probe_protocol(&key("azure-load-balancer-health-probe-protocol"), v)?);
+    }
+    s.probe_path = opt("azure-load-balancer-health-probe-request-path");
+    if let Some(v) = get("azure-load-balancer-health-probe-interval") {
+        s.probe_interval = int_in(&key("azure-load-balancer-health-probe-interval"), v, 5, i32::MAX)?;
+    }
+    if let Some(v) = get("azure-load-balancer-health-probe-num-of-probe") {
+        s.probe_num = int_in(&key("azure-load-balancer-health-probe-num-of-probe"), v, 2, i32::MAX)?;
+    }
+    if s.probe_interval.saturating_mul(s.probe_num) >= 120 {
+        return Err(err(
+            &key("azure-load-balancer-health-probe-interval"),
+            &s.probe_interval.to_string(),
+            format!(
+                "interval × num-of-probe ({} × {}) must be less than 120 seconds",
+                s.probe_interval, s.probe_num
+            ),
+        ));
+    }
+    s.allowed_service_tags = get("azure-allowed-service-tags").map(csv).unwrap_or_default();
+    // Source ranges: the spec field or one of the annotations, never both.
+    let spec_ranges = spec.load_balancer_source_ranges.clone().unwrap_or_default();
+    let ann_ranges = get("azure-allowed-ip-ranges").or_else(|| {
+        ann.get(&format!("{PREFIX}load-balancer-source-ranges"))
+            .map(String::as_str)
+    });
+    let (ranges, reason) = match (spec_ranges.is_empty(), ann_ranges) {
+        (false, Some(v)) => {
+            return Err(err(
+                &key("azure-allowed-ip-ranges"),
+                v,
+                "cannot be used together with spec.loadBalancerSourceRanges: keep one of them",
+            ))
+        }
+        (false, None) => (spec_ranges, "InvalidSourceRanges"),
+        (true, Some(v)) => (csv(v), "InvalidAllowedIPRanges"),
+        (true, None) => (Vec::new(), "InvalidSourceRanges"),
+    };
+    for r in ranges {
+        match parse_prefix(&r) {
+            Some(n) => s.source_ranges.push(n),
+            None => {
+                s.invalid_ranges = true;
+                warnings.push(Warning {
+                    reason,
+                    message: format!(
+                        "source range {r:?} is not a valid CIDR (host bits must be zero); traffic is denied"
+                    ),
+                });
+            }
+        }
+    }
+    if !s.source_ranges.is_empty() && !s.allowed_service_tags.is_empty() {
+        warnings.push(Warning {
+            reason: "ConflictConfiguration",
+            message: "both source ranges and azure-allowed-service-tags are set: traffic from either is allowed".into(),
+        });
+    }
+    s.deny_all_except_source_ranges = is_true("azure-deny-all-except-load-balancer-source-ranges");
+    s.ha_ports = is_true("azure-load-balancer-enable-high-availability-ports");
+    s.floating_ip_disabled = is_true("azure-disable-load-balancer-floating-ip");
+    s.tcp_reset_disabled = is_true("azure-load-balancer-disable-tcp-reset");
+    s.nsg_rules_disabled = is_true("azure-disable-load-balancer-nsg-rule");
+    if let Some(v) = get("azure-pip-tags") {
+        s.pip_tags = parse_tags(v, &BTreeMap::new()).0;
+    }
+    if let Some(v) = get("azure-additional-public-ips") {
+        for ip in csv(v) {
+            s.additional_public_ips.push(ip.parse().map_err(|_| {
+                err(
+                    &key("azure-additional-public-ips"),
+                    v,
+                    format!("{ip:?} is not an IP address"),
+                )
+            })?);
+        }
+    }
+    // Per-port annotations.
+    for (k, v) in ann {
+        let Some(rest) = k.strip_prefix(PREFIX).and_then(|r| r.strip_prefix("port_")) else {
+            continue;
+        };
+        let Some((port, what)) = rest.split_once('_') else {
+            continue;
+        };
+        let port: i32 = port
+            .parse()
+            .map_err(|_| err(k, v, "the port in the key is not a number"))?;
+        let o = s.ports.entry(port).or_default();
+        match what {
+            "no_lb_rule" => o.no_lb_rule = v.trim().eq_ignore_ascii_case("true"),
+            "no_probe_rule" => o.no_probe_rule = v.trim().eq_ignore_ascii_case("true"),
+            "health-probe_protocol" => o.probe_protocol = Some(probe_protocol(k, v)?),
+            "health-probe_port" => o.probe_port = Some(v.trim().to_string()),
+            "health-probe_interval" => o.probe_interval = Some(int_in(k, v, 5, i32::MAX)?),
+            "health-probe_num-of-probe" => o.probe_num = Some(int_in(k, v, 2, i32::MAX)?),
+            "health-probe_request-path" => o.probe_path = Some(v.trim().to_string()),
+            _ => return Err(err(k, v, "unknown per-port annotation")),
+        }
+    }
+    Ok((s, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(annotations: serde_json::Value, spec: serde_json::Value) -> Service {
+        serde_json::from_value(json!({"metadata": {"name": "s", "namespace": "default", "uid": "u", "annotations": annotations}, "spec": spec})).unwrap()
+    }
+
+    fn a(name: &str) -> String {
+        format!("{PREFIX}{name}")
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let (s, w) = parse(&svc(json!({}), json!({"type": "LoadBalancer"}))).unwrap();
+        assert!(!s.internal && w.is_empty());
+        assert_eq!((s.probe_interval, s.probe_num), (5, 2));
+        assert_eq!(s.families, vec![Family::V4]);
+        let ann = json!({
+            a("azure-load-balancer-internal"): "true",
+            a("azure-load-balancer-internal-subnet"): "apps",
+            a("azure-load-balancer-tcp-idle-timeout"): "30",
+            a("azure-load-balancer-health-probe-protocol"): "http",
+            a("azure-load-balancer-ipv4"): "10.240.0.50",
+            a("azure-allowed-service-tags"): "AzureFrontDoor.Backend, AzureCloud",
+            a("azure-pip-tags"): "team=a, cost=b",
+            a("port_80_no_probe_rule"): "TRUE",
+            a("port_443_health-probe_request-path"): "/ready",
+            a("azure-dns-label-name"): "",
+        });
+        let (s, _) = parse(&svc(
+            ann,
+            json!({"ipFamilies": ["IPv4", "IPv6"], "loadBalancerIP": "fd00::5"}),
+        ))
+        .unwrap();
+        assert!(s.internal && s.dual_stack());
+        assert_eq!(s.internal_subnet.as_deref(), Some("apps"));
+        assert_eq!(s.idle_timeout_minutes, Some(30));
+        assert_eq!(s.probe_protocol, Some(ProbeProtocol::Http));
+        assert_eq!(s.ip_v4, Some("10.240.0.50".parse().unwrap()));
+        assert_eq!(s.ip_v6, Some("fd00::5".parse().unwrap()));
+        assert_eq!(s.allowed_service_tags, vec!["AzureFrontDoor.Backend", "AzureCloud"]);
+        assert_eq!(s.pip_tags.get("cost").map(String::as_str), Some("b"));
+        assert!(s.ports[&80].no_probe_rule);
+        assert_eq!(s.ports[&443].probe_path.as_deref(), Some("/ready"));
+        assert_eq!(s.dns_label.as_deref(), Some(""));
+        // Internal needs the exact string "true"; the subnet is ignored otherwise.
+        let (s, _) = parse(&svc(
+            json!({a("azure-load-balancer-internal"): "True", a("azure-load-balancer-internal-subnet"): "x"}),
+            json!({}),
+        ))
+        .unwrap();
+        assert!(!s.internal && s.internal_subnet.is_none());
+    }
+
+    /// Every error names the annotation (or field) and the rule.
+    #[test]
+    fn errors_table() {
+        let cases: Vec<(serde_json::Value, serde_json::Value, &str, &str)> = vec![
+            (
+                json!({a("azure-load-balancer-tcp-idle-timeout"): "3"}),
+                json!({}),
+                "azure-load-balancer-tcp-idle-timeout",
+                "4..=100",
+            ),
+            (
+                json!({a("azure-load-balancer-tcp-idle-timeout"): "x"}),
+                json!({}),
+                "azure-load-balancer-tcp-idle-timeout",
+                "4..=100",
+            ),
+            (
+                json!({a("azure-load-balancer-health-probe-protocol"): "udp"}),
+                json!({}),
+                "health-probe-protocol",
+                "Tcp, Http, Https",
+            ),
+            (
+                json!({a("azure-load-balancer-health-probe-interval"): "4"}),
+                json!({}),
+                "health-probe-interval",
+                "5..=",
+            ),
+            (
+                json!({a("azure-load-balancer-health-probe-num-of-probe"): "1"}),
+                json!({}),
+                "num-of-probe",
+                "2..=",
+            ),
+            (
+                json!({a("azure-load-balancer-health-probe-interval"): "60"}),
+                json!({}),
+                "health-probe-interval",
+                "less than 120",
+            ),
+            (
+                json!({a("azure-load-balancer-ipv4"): "fd00::1"}),
+                json!({}),
+                "azure-load-balancer-ipv4",
+                "not an IPv4 address",
+            ),
+            (
+                json!({a("azure-load-balancer-ipv6"): "nope"}),
+                json!({}),
+                "azure-load-balancer-ipv6",
+                "not an IP address",
+            ),
+            (
+                json!({}),
+                json!({"loadBalancerIP": "1.2.3"}),
+                "spec.loadBalancerIP",
+                "not an IP address",
+            ),
+            (
+                json!({a("azure-allowed-ip-ranges"): "10.0.0.0/8"}),
+                json!({"loadBalancerSourceRanges": ["1.0.0.0/8"]}),
+                "azure-allowed-ip-ranges",
+                "together with spec.loadBalancerSourceRanges",
+            ),
+            (
+                json!({a("azure-additional-public-ips"): "1.2.3.4,x"}),
+                json!({}),
+                "azure-additional-public-ips",
+                "\"x\" is not an IP address",
+            ),
+            (
+                json!({a("port_80_health-probe_protocol"): "icmp"}),
+                json!({}),
+                "port_80_health-probe_protocol",
+                "Tcp, Http, Https",
+            ),
+            (
+                json!({a("port_http_no_lb_rule"): "true"}),
+                json!({}),
+                "port_http_no_lb_rule",
+                "not a number",
+            ),
+            (
+                json!({a("port_80_bogus"): "true"}),
+                json!({}),
+                "port_80_bogus",
+                "unknown per-port annotation",
+            ),
+            (
+                json!({}),
+                json!({"ipFamilies": ["IPv5"]}),
+                "spec.ipFamilies",
+                "IPv4, IPv6",
+            ),
+        ];
+        for (ann, spec, key, rule) in cases {
+            let e = parse(&svc(ann.clone(), spec)).unwrap_err();
+            assert!(e.key.contains(key), "{ann}: {e}");
+            assert!(e.to_string().contains(rule), "{ann}: {e}");
+        }
+    }
+
+    #[test]
+    fn invalid_ranges_warn_and_deny() {
+        let (s, w) = parse(&svc(
+            json!({}),
+            json!({"loadBalancerSourceRanges": ["10.0.0.0/8", "10.10.10.1/24", "bogus"]}),
+        ))
+        .unwrap();
+        assert_eq!(s.source_ranges, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+        assert!(s.invalid_ranges);
+        assert_eq!(w.len(), 2);
+        assert!(w.iter().all(|w| w.reason == "InvalidSourceRanges"));
+        let (_, w) = parse(&svc(json!({a("azure-allowed-ip-ranges"): "1.2.3.4/32, 5.6.7.8/33", a("azure-allowed-service-tags"): "AzureCloud"}), json!({}))).unwrap();
+        let reasons: Vec<_> = w.iter().map(|w| w.reason).collect();
+        assert_eq!(reasons, vec!["InvalidAllowedIPRanges", "ConflictConfiguration"]);
+    }
+}
