@@ -1,0 +1,300 @@
+//! The cloud-node and cloud-node-lifecycle controllers (k8s.io/cloud-provider semantics) over kube-rs.
+//!
+//! - cloud-node: a Node with the taint `node.cloudprovider.kubernetes.io/uninitialized` gets its provider id,
+//!   instance-type, zone and region labels (current and beta keys) and addresses from InstancesV2, then loses
+//!   the taint (event `Synced`); failures are retried with backoff and reported as events. Addresses of
+//!   every node are refreshed every `node_status_update_frequency`.
+//! - cloud-node-lifecycle: every `node_monitor_period`, a NotReady node is deleted only when the provider
+//!   confirms its instance is gone; a stopped or deallocated instance gets the shutdown taint, removed when
+//!   the node is Ready again. Errors (throttling, timeouts) never delete anything.
+
+use azure_cloud::provider::{CloudError, InstancesV2};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Taint};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The taint kubelet sets with `--cloud-provider=external`.
+pub const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+/// The taint of shut-down instances.
+pub const SHUTDOWN_TAINT: &str = "node.cloudprovider.kubernetes.io/shutdown";
+/// The component name on events.
+pub const COMPONENT: &str = "cloud-node-controller";
+
+/// Controller timing.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// `--node-status-update-frequency` (address refresh).
+    pub node_status_update_frequency: Duration,
+    /// `--node-monitor-period` (lifecycle).
+    pub node_monitor_period: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            node_status_update_frequency: Duration::from_secs(300),
+            node_monitor_period: Duration::from_secs(5),
+        }
+    }
+}
+
+fn has_taint(node: &Node, key: &str) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == key))
+}
+
+fn taints_without(node: &Node, key: &str) -> Vec<Taint> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t.key != key)
+        .collect()
+}
+
+fn is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// The labels and provider id the node controller sets (pure).
+pub fn node_labels(md: &azure_cloud::provider::InstanceMetadata) -> serde_json::Map<String, serde_json::Value> {
+    let mut labels = serde_json::Map::new();
+    for (k, v) in [
+        ("node.kubernetes.io/instance-type", &md.instance_type),
+        ("beta.kubernetes.io/instance-type", &md.instance_type),
+        ("topology.kubernetes.io/zone", &md.zone),
+        ("failure-domain.beta.kubernetes.io/zone", &md.zone),
+        ("topology.kubernetes.io/region", &md.region),
+        ("failure-domain.beta.kubernetes.io/region", &md.region),
+    ] {
+        if !v.is_empty() {
+            labels.insert(k.to_string(), json!(v));
+        }
+    }
+    labels
+}
+
+/// Runs both controllers until the future is dropped.
+pub async fn run(client: Client, cloud: Arc<dyn InstancesV2>, timing: Timing) {
+    let recorder = Recorder::new(client.clone(), COMPONENT.into());
+    tokio::join!(
+        node_controller(client.clone(), cloud.clone(), recorder.clone(), timing.clone()),
+        lifecycle_controller(client, cloud, recorder, timing)
+    );
+}
+
+async fn event(recorder: &Recorder, node: &Node, type_: EventType, reason: &str, note: String) {
+    let e = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&e, &node.object_ref(&())).await {
+        tracing::debug!(node = %node.name_any(), error = %err, "cannot publish event");
+    }
+}
+
+/// Initialises one node; returns the error to retry on.
+pub async fn initialize(api: &Api<Node>, cloud: &dyn InstancesV2, node: &Node) -> Result<(), CloudError> {
+    let name = node.name_any();
+    let md = cloud.instance_metadata(node).await?;
+    let mut spec = json!({"taints": taints_without(node, UNINITIALIZED_TAINT)});
+    if node
+        .spec
+        .as_ref()
+        .and_then(|s| s.provider_id.as_deref())
+        .is_none_or(str::is_empty)
+    {
+        spec["providerID"] = json!(md.provider_id);
+    }
+    let patch = json!({"metadata": {"labels": node_labels(&md)}, "spec": spec});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| CloudError::Azure(format!("patching node {name}: {e}")))?;
+    let addresses = json!({"status": {"addresses": md.node_addresses}});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&addresses))
+        .await
+        .map_err(|e| CloudError::Azure(format!("patching node {name} status: {e}")))?;
+    tracing::info!(node = %name, provider_id = %md.provider_id, zone = %md.zone, instance_type = %md.instance_type, "node initialised");
+    Ok(())
+}
+
+async fn node_controller(client: Client, cloud: Arc<dyn InstancesV2>, recorder: Recorder, timing: Timing) {
+    let api: Api<Node> = Api::all(client);
+    let mut backoff: HashMap<String, Duration> = HashMap::new();
+    let mut events = watcher(api.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let mut refresh = tokio::time::interval(timing.node_status_update_frequency);
+    let (retry_tx, mut retry_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    loop {
+        let node = tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(n)) => Some(n),
+                Some(Err(e)) => { tracing::warn!(error = %e, "node watch failed; retrying"); tokio::time::sleep(Duration::from_secs(1)).await; None }
+                None => return,
+            },
+            Some(name) = retry_rx.recv() => api.get_opt(&name).await.ok().flatten(),
+            _ = refresh.tick() => {
+                refresh_addresses(&api, cloud.as_ref()).await;
+                None
+            }
+        };
+        let Some(node) = node else { continue };
+        if !has_taint(&node, UNINITIALIZED_TAINT) {
+            continue;
+        }
+        let name = node.name_any();
+        match initialize(&api, cloud.as_ref(), &node).await {
+            Ok(()) => {
+                backoff.remove(&name);
+                event(
+                    &recorder,
+                    &node,
+                    EventType::Normal,
+                    "Synced",
+                    "Node synced successfully".into(),
+                )
+                .await;
+            }
+            Err(e) => {
+                let wait = backoff
+                    .get(&name)
+                    .map_or(Duration::from_secs(1), |d| (*d * 2).min(Duration::from_secs(300)));
+                backoff.insert(name.clone(), wait);
+                tracing::warn!(node = %name, error = %e, retry_in = ?wait, "failed to initialise node");
+                event(
+                    &recorder,
+                    &node,
+                    EventType::Warning,
+                    "FailedToInitializeNode",
+                    e.to_string(),
+                )
+                .await;
+                let tx = retry_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tx.send(name);
+                });
+            }
+        }
+    }
+}
+
+async fn refresh_addresses(api: &Api<Node>, cloud: &dyn InstancesV2) {
+    let Ok(nodes) = api.list(&Default::default()).await else {
+        return;
+    };
+    for node in nodes.items.iter().filter(|n| !has_taint(n, UNINITIALIZED_TAINT)) {
+        let Ok(md) = cloud.instance_metadata(node).await else {
+            continue;
+        };
+        let current = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.clone())
+            .unwrap_or_default();
+        if current != md.node_addresses {
+            let p = json!({"status": {"addresses": md.node_addresses}});
+            let _ = api
+                .patch_status(&node.name_any(), &PatchParams::default(), &Patch::Merge(&p))
+                .await;
+        }
+    }
+}
+
+/// One lifecycle pass over every node.
+pub async fn lifecycle_pass(api: &Api<Node>, cloud: &dyn InstancesV2, recorder: Option<&Recorder>) {
+    let nodes = match api.list(&Default::default()).await {
+        Ok(n) => n.items,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list nodes");
+            return;
+        }
+    };
+    for node in nodes {
+        let name = node.name_any();
+        if is_ready(&node) {
+            if has_taint(&node, SHUTDOWN_TAINT) {
+                let p = json!({"spec": {"taints": taints_without(&node, SHUTDOWN_TAINT)}});
+                if api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&p))
+                    .await
+                    .is_ok()
+                {
+                    tracing::info!(node = %name, "removed shutdown taint");
+                }
+            }
+            continue;
+        }
+        match cloud.instance_exists(&node).await {
+            Ok(false) => {
+                tracing::info!(node = %name, "instance no longer exists: deleting node");
+                if let Some(r) = recorder {
+                    event(
+                        r,
+                        &node,
+                        EventType::Normal,
+                        "DeletingNode",
+                        format!("Deleting node {name} because it does not exist in the cloud provider"),
+                    )
+                    .await;
+                }
+                if let Err(e) = api.delete(&name, &DeleteParams::default()).await {
+                    tracing::warn!(node = %name, error = %e, "cannot delete node");
+                }
+                continue;
+            }
+            Ok(true) => {}
+            Err(e) => {
+                tracing::warn!(node = %name, error = %e, "cannot tell whether the instance exists; keeping the node");
+                continue;
+            }
+        }
+        match cloud.instance_shutdown(&node).await {
+            Ok(true) if !has_taint(&node, SHUTDOWN_TAINT) => {
+                let mut taints = taints_without(&node, SHUTDOWN_TAINT);
+                taints.push(Taint {
+                    key: SHUTDOWN_TAINT.into(),
+                    effect: "NoSchedule".into(),
+                    ..Default::default()
+                });
+                let p = json!({"spec": {"taints": taints}});
+                if api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&p))
+                    .await
+                    .is_ok()
+                {
+                    tracing::info!(node = %name, "instance is shut down: tainted");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(node = %name, error = %e, "cannot tell whether the instance is shut down"),
+        }
+    }
+}
+
+async fn lifecycle_controller(client: Client, cloud: Arc<dyn InstancesV2>, recorder: Recorder, timing: Timing) {
+    let api: Api<Node> = Api::all(client);
+    let mut tick = tokio::time::interval(timing.node_monitor_period);
+    loop {
+        tick.tick().await;
+        lifecycle_pass(&api, cloud.as_ref(), Some(&recorder)).await;
+    }
+}

@@ -1,0 +1,178 @@
+//! The cloud-node and cloud-node-lifecycle controllers against kube-sim (nodes) and azure-sim (VMs):
+//! node initialisation, deletion of nodes whose instance is gone, shutdown taints.
+
+use azure_cloud::config::CloudConfig;
+use azure_cloud::AzureCloud;
+use azure_sim::scenario::Scenario;
+use azure_sim::{AzureSim, SimOptions};
+use ccm::controllers::{self, Timing, SHUTDOWN_TAINT, UNINITIALIZED_TAINT};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube_sim::KubeSim;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+async fn set_ready(api: &Api<Node>, name: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    let p = json!({"status": {"conditions": [{"type": "Ready", "status": status}]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Strategic(&p))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_are_initialised_deleted_and_tainted() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = AzureSim::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SimOptions::default(),
+        &Scenario::default_cluster(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("azure.json");
+    sim.write_config(&path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["useInstanceMetadata"] = json!(false);
+    v["vmssVirtualMachinesCacheTTLInSeconds"] = json!(1);
+    v["nonVmssUniformNodesCacheTTLInSeconds"] = json!(1);
+    let (cfg, _) = CloudConfig::parse(&v.to_string(), &|_| None).unwrap();
+    let cloud = Arc::new(AzureCloud::new(cfg, &|_| None).await.unwrap());
+
+    let kube = KubeSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let kc = kube::config::Kubeconfig::from_yaml(&kube.kubeconfig()).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let names = [
+        "k8s-pool1-vmss000000",
+        "k8s-pool1-vmss000001",
+        "k8s-pool1-vmss000002",
+        "k8s-pool2-0",
+        "k8s-pool2-1",
+    ];
+    for n in names {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": n},
+            "spec": {"taints": [{"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}]},
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+        set_ready(&nodes, n, true).await;
+    }
+    let timing = Timing {
+        node_status_update_frequency: Duration::from_secs(60),
+        node_monitor_period: Duration::from_millis(200),
+    };
+    let task = tokio::spawn(controllers::run(client.clone(), cloud.clone(), timing));
+
+    // Initialisation: provider id, labels (current and beta), addresses, taint removed.
+    eventually("every node initialised", || async {
+        let list = nodes.list(&Default::default()).await.unwrap();
+        list.items.len() == 5
+            && list.items.iter().all(|n| {
+                n.spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .is_none_or(|t| t.is_empty())
+            })
+    })
+    .await;
+    let n1 = nodes.get("k8s-pool1-vmss000001").await.unwrap();
+    let labels = n1.metadata.labels.clone().unwrap();
+    assert_eq!(labels["topology.kubernetes.io/zone"], "eastus-2");
+    assert_eq!(labels["failure-domain.beta.kubernetes.io/zone"], "eastus-2");
+    assert_eq!(labels["node.kubernetes.io/instance-type"], "Standard_D2s_v3");
+    assert_eq!(labels["topology.kubernetes.io/region"], "eastus");
+    assert!(n1
+        .spec
+        .unwrap()
+        .provider_id
+        .unwrap()
+        .ends_with("/virtualMachineScaleSets/k8s-pool1-vmss/virtualMachines/1"));
+    assert_eq!(n1.status.unwrap().addresses.unwrap()[0].address, "10.240.0.5");
+    assert!(kube.list("events").iter().any(|e| e["reason"] == "Synced") || !kube_events_v1(&kube).await.is_empty());
+
+    // A NotReady node whose instance was deleted is deleted; a NotReady node whose instance is deallocated
+    // gets the shutdown taint, removed when it is Ready again.
+    let ss = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachineScaleSets/k8s-pool1-vmss",
+        sim.cluster().subscription,
+        sim.cluster().resource_group
+    );
+    sim.with_store(|s, _| azure_sim::scenario::remove_vm(s, &format!("{ss}/virtualMachines/2")))
+        .unwrap();
+    sim.with_store(|s, _| azure_sim::scenario::set_power_state(s, &format!("{ss}/virtualMachines/0"), "deallocated"))
+        .unwrap();
+    set_ready(&nodes, "k8s-pool1-vmss000002", false).await;
+    set_ready(&nodes, "k8s-pool1-vmss000000", false).await;
+    eventually("the node of the deleted instance is deleted", || async {
+        nodes.get_opt("k8s-pool1-vmss000002").await.unwrap().is_none()
+    })
+    .await;
+    let has_shutdown = |n: Node| {
+        n.spec
+            .and_then(|s| s.taints)
+            .is_some_and(|t| t.iter().any(|t| t.key == SHUTDOWN_TAINT))
+    };
+    eventually("shutdown taint", || async {
+        has_shutdown(nodes.get("k8s-pool1-vmss000000").await.unwrap())
+    })
+    .await;
+    // A NotReady node whose instance is fine is kept.
+    set_ready(&nodes, "k8s-pool2-0", false).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(nodes.get_opt("k8s-pool2-0").await.unwrap().is_some());
+    set_ready(&nodes, "k8s-pool1-vmss000000", true).await;
+    eventually("shutdown taint removed", || async {
+        !has_shutdown(nodes.get("k8s-pool1-vmss000000").await.unwrap())
+    })
+    .await;
+    // Throttling never deletes: every ARM read is refused while a node's instance looks gone.
+    sim.set_faults(vec![azure_sim::faults::FaultRule {
+        method: Some("GET".into()),
+        resource_type: None,
+        fault: azure_sim::faults::FaultKind::Throttle { retry_after_secs: 600 },
+        rate: 1.0,
+        count: None,
+    }]);
+    sim.with_store(|s, _| azure_sim::scenario::remove_vm(s, &format!("{ss}/virtualMachines/1")))
+        .unwrap();
+    set_ready(&nodes, "k8s-pool1-vmss000001", false).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        nodes.get_opt("k8s-pool1-vmss000001").await.unwrap().is_some(),
+        "a throttled lookup must not delete a node"
+    );
+    task.abort();
+}
+
+async fn kube_events_v1(kube: &KubeSim) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = reqwest::get(format!("{}/apis/events.k8s.io/v1/events", kube.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["items"].as_array().cloned().unwrap_or_default()
+}
