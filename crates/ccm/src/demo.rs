@@ -1,19 +1,15 @@
 //! `azure-cloud-controller-manager demo`: the provider against the built-in simulated Azure, with no
 //! account. Starts azure-sim (a scale set of 3 instances across zones plus 2 availability-set VMs), writes a
 //! real azure.json pointing at it (endpoint discovery, its CA, a service principal it accepts), loads that
-//! file exactly as `--cloud-config` does, and initialises every node as the cloud-node controller would
-//! (InstanceMetadata: provider id, instance type, zone, region, addresses), then reports the ARM calls made.
-//!
-//! The controllers and the in-memory Kubernetes API server are later work; this version shows the
-//! provider side of node initialisation.
+//! file exactly as `--cloud-config` does, starts kube-sim with one uninitialised Node per VM (as kubelets
+//! with `--cloud-provider=external` register), runs the cloud-node and cloud-node-lifecycle controllers over
+//! HTTP, and shows the initialised nodes (provider id, instance type, zone, region, addresses) and the ARM
+//! calls made. Load balancers and routes are not in this version of the demo.
 
 use azure_cloud::config::CloudConfig;
-use azure_cloud::provider::InstancesV2;
 use azure_cloud::AzureCloud;
 use azure_sim::scenario::Scenario;
 use azure_sim::{AzureSim, SimOptions};
-use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::io::Write;
 use std::time::Instant;
 
@@ -74,7 +70,21 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
         ),
     );
 
-    // The nodes a kubelet would register: each VM's computer name.
+    // kube-sim: the cluster. Nodes register as kubelets with --cloud-provider=external do: tainted
+    // uninitialised, Ready; the CCM's node controller (over HTTP, through kube-rs) initialises them.
+    let kube = kube_sim::KubeSim::start("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?)
+        .await
+        .map_err(|e| e.to_string())?;
+    let kubeconfig = dir.join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig).map_err(|e| e.to_string())?;
+    w(
+        out,
+        format!(
+            "kube-sim serving {}; kubeconfig written to {}",
+            kube.url(),
+            kubeconfig.display()
+        ),
+    );
     let mut names: Vec<String> = sim
         .state()
         .as_array()
@@ -92,46 +102,81 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
         })
         .collect();
     names.sort();
+    for n in &names {
+        let node = serde_json::json!({"metadata": {"name": n},
+            "spec": {"taints": [{"key": crate::controllers::UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}]}});
+        kube.create("nodes", "", node).map_err(|e| e.message)?;
+        kube.merge_patch(
+            "nodes",
+            "",
+            n,
+            &serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+            true,
+        )
+        .map_err(|e| e.message)?;
+    }
+    w(out, format!("registered {} uninitialised nodes", names.len()));
     sim.reset_calls();
+    let kc = kube::config::Kubeconfig::from_yaml(&kube.kubeconfig()).map_err(|e| e.to_string())?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let cloud: std::sync::Arc<dyn azure_cloud::provider::InstancesV2> = std::sync::Arc::new(cloud);
+    let controllers = tokio::spawn(crate::controllers::run(
+        client,
+        cloud,
+        crate::controllers::Timing::default(),
+    ));
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let initialised = |n: &serde_json::Value| {
+        n.pointer("/spec/taints")
+            .and_then(|t| t.as_array())
+            .is_none_or(|t| t.is_empty())
+    };
+    while !kube.list("nodes").iter().all(initialised) {
+        if Instant::now() > deadline {
+            return Err("nodes were not initialised within 30 s".into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    w(out, format!("all nodes initialised {:?} after start", t0.elapsed()));
     w(out, String::new());
     w(
         out,
         format!(
-            "{:<24} {:<16} {:<10} {:<8} {:<34} PROVIDER ID",
-            "NODE", "INSTANCE TYPE", "ZONE", "REGION", "ADDRESSES"
+            "{:<24} {:<16} {:<10} {:<8} {:<22} PROVIDER ID",
+            "NODE", "INSTANCE TYPE", "ZONE", "REGION", "INTERNAL IP"
         ),
     );
-    for name in &names {
-        let node = Node {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
+    for node in kube.list("nodes") {
+        let l = |k: &str| {
+            node.pointer(&format!("/metadata/labels/{}", k.replace('/', "~1")))
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
         };
-        match cloud.instance_metadata(&node).await {
-            Ok(md) => {
-                let addrs: Vec<String> = md
-                    .node_addresses
-                    .iter()
-                    .map(|a| format!("{}={}", a.type_, a.address))
-                    .collect();
-                w(
-                    out,
-                    format!(
-                        "{:<24} {:<16} {:<10} {:<8} {:<34} {}",
-                        name,
-                        md.instance_type,
-                        md.zone,
-                        md.region,
-                        addrs.join(","),
-                        md.provider_id
-                    ),
-                );
-            }
-            Err(e) => w(out, format!("{name:<24} error: {e}")),
-        }
+        let ip = node
+            .pointer("/status/addresses")
+            .and_then(|a| a.as_array())
+            .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+            .and_then(|x| x["address"].as_str())
+            .unwrap_or("")
+            .to_string();
+        w(
+            out,
+            format!(
+                "{:<24} {:<16} {:<10} {:<8} {:<22} {}",
+                node.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or(""),
+                l("node.kubernetes.io/instance-type"),
+                l("topology.kubernetes.io/zone"),
+                l("topology.kubernetes.io/region"),
+                ip,
+                node.pointer("/spec/providerID").and_then(|v| v.as_str()).unwrap_or("")
+            ),
+        );
     }
+    controllers.abort();
     w(out, String::new());
     let calls = sim.calls();
     let arm = calls.iter().filter(|c| c.is_arm()).count();
