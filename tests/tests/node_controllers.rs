@@ -176,3 +176,95 @@ async fn kube_events_v1(kube: &KubeSim) -> Vec<serde_json::Value> {
         .unwrap();
     v["items"].as_array().cloned().unwrap_or_default()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_controller_creates_and_removes_pod_cidr_routes() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = AzureSim::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SimOptions::default(),
+        &Scenario::default_cluster(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("azure.json");
+    sim.write_config(&path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["useInstanceMetadata"] = json!(false);
+    let (cfg, _) = CloudConfig::parse(&v.to_string(), &|_| None).unwrap();
+    let cloud = AzureCloud::new(cfg, &|_| None).await.unwrap();
+    let kube = KubeSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let kc = kube::config::Kubeconfig::from_yaml(&kube.kubeconfig()).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (i, n) in ["k8s-pool1-vmss000000", "k8s-pool1-vmss000001", "k8s-pool2-0"]
+        .iter()
+        .enumerate()
+    {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": n}, "spec": {"podCIDR": format!("10.244.{i}.0/24"), "podCIDRs": [format!("10.244.{i}.0/24")]}})).unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+    let settings = controllers::RouteSettings {
+        cluster_name: "kubernetes".into(),
+        cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+        period: Duration::from_millis(100),
+    };
+    sim.reset_calls();
+    let (created, deleted) = controllers::route_pass(&nodes, &cloud, &settings).await.unwrap();
+    assert_eq!((created, deleted), (3, 0));
+    let puts = sim.calls().iter().filter(|c| c.method == "PUT").count();
+    assert_eq!(puts, 1, "three routes, one route-table write");
+    let n = nodes.get("k8s-pool2-0").await.unwrap();
+    let cond = n
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "NetworkUnavailable")
+        .unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_deref()),
+        ("False", Some("RouteCreated"))
+    );
+    // Steady state: nothing to do, no write.
+    sim.reset_calls();
+    assert_eq!(
+        controllers::route_pass(&nodes, &cloud, &settings).await.unwrap(),
+        (0, 0)
+    );
+    assert_eq!(sim.arm_calls("PUT"), 0);
+    // A node leaves: its route goes; a route outside the cluster CIDR is left alone.
+    nodes.delete("k8s-pool1-vmss000001", &Default::default()).await.unwrap();
+    azure_cloud::provider::Routes::create_route(
+        &cloud,
+        "kubernetes",
+        "",
+        &azure_cloud::provider::Route {
+            name: String::new(),
+            target_node: "k8s-pool2-0".into(),
+            destination_cidrs: vec!["192.168.0.0/24".into()],
+            blackhole: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        controllers::route_pass(&nodes, &cloud, &settings).await.unwrap(),
+        (0, 1)
+    );
+    let left: Vec<String> = azure_cloud::provider::Routes::list_routes(&cloud, "kubernetes")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.destination_cidrs[0].clone())
+        .collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(left.contains(&"192.168.0.0/24".to_string()) && !left.contains(&"10.244.1.0/24".to_string()));
+}

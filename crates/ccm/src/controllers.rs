@@ -298,3 +298,131 @@ async fn lifecycle_controller(client: Client, cloud: Arc<dyn InstancesV2>, recor
         lifecycle_pass(&api, cloud.as_ref(), Some(&recorder)).await;
     }
 }
+
+/// Route controller settings (`--cluster-name`, `--cluster-cidr`).
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// Cluster name passed to the provider.
+    pub cluster_name: String,
+    /// Cluster CIDRs (dual-stack: two); routes inside them that no node needs are removed.
+    pub cluster_cidrs: Vec<ipnet::IpNet>,
+    /// `--route-reconciliation-period`.
+    pub period: Duration,
+}
+
+fn pod_cidrs(node: &Node) -> Vec<String> {
+    let spec = node.spec.as_ref();
+    let mut v: Vec<String> = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
+    if v.is_empty() {
+        v.extend(spec.and_then(|s| s.pod_cidr.clone()));
+    }
+    v
+}
+
+/// One route reconciliation: a route per node pod CIDR, stale routes inside the cluster CIDRs removed,
+/// `NetworkUnavailable` set from the outcome. Returns (created, deleted).
+pub async fn route_pass(
+    api: &Api<Node>,
+    routes: &dyn azure_cloud::provider::Routes,
+    settings: &RouteSettings,
+) -> Result<(usize, usize), CloudError> {
+    let nodes = api
+        .list(&Default::default())
+        .await
+        .map_err(|e| CloudError::Azure(format!("listing nodes: {e}")))?
+        .items;
+    let existing = routes.list_routes(&settings.cluster_name).await?;
+    let has = |node: &str, cidr: &str| {
+        existing
+            .iter()
+            .any(|r| r.target_node == node && r.destination_cidrs.iter().any(|c| c == cidr) && !r.blackhole)
+    };
+    let mut creates = Vec::new();
+    for node in &nodes {
+        let name = node.name_any();
+        for cidr in pod_cidrs(node).into_iter().filter(|c| !has(&name, c)) {
+            let route = azure_cloud::provider::Route {
+                name: String::new(),
+                target_node: name.clone(),
+                destination_cidrs: vec![cidr],
+                blackhole: false,
+            };
+            let hint = node.metadata.uid.clone().unwrap_or_default();
+            creates.push(async move {
+                (
+                    route.target_node.clone(),
+                    routes.create_route(&settings.cluster_name, &hint, &route).await,
+                )
+            });
+        }
+    }
+    let created = futures::future::join_all(creates).await;
+    let mut failed: HashMap<String, String> = HashMap::new();
+    for (node, r) in &created {
+        if let Err(e) = r {
+            tracing::warn!(node = %node, error = %e, "failed to create route");
+            failed.insert(node.clone(), e.to_string());
+        }
+    }
+    // Stale routes: inside the cluster CIDRs, for a node that is gone or no longer has that CIDR.
+    let wanted: HashMap<String, Vec<String>> = nodes.iter().map(|n| (n.name_any(), pod_cidrs(n))).collect();
+    let in_cluster = |cidr: &str| {
+        cidr.parse::<ipnet::IpNet>()
+            .is_ok_and(|c| settings.cluster_cidrs.iter().any(|cc| cc.contains(&c)))
+    };
+    let stale: Vec<_> = existing
+        .iter()
+        .filter(|r| r.destination_cidrs.iter().all(|c| in_cluster(c)))
+        .filter(|r| {
+            r.blackhole
+                || !wanted
+                    .get(&r.target_node)
+                    .is_some_and(|c| r.destination_cidrs.iter().all(|d| c.contains(d)))
+        })
+        .collect();
+    let deleted = futures::future::join_all(stale.iter().map(|r| routes.delete_route(&settings.cluster_name, r))).await;
+    let deleted_ok = deleted.iter().filter(|r| r.is_ok()).count();
+    // NetworkUnavailable reflects whether every route of the node exists.
+    for node in nodes.iter().filter(|n| !pod_cidrs(n).is_empty()) {
+        let name = node.name_any();
+        let (status, reason, message) = match failed.get(&name) {
+            Some(e) => (
+                "True",
+                "NoRouteCreated",
+                format!("RouteController failed to create a route: {e}"),
+            ),
+            None => ("False", "RouteCreated", "RouteController created a route".to_string()),
+        };
+        let current = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "NetworkUnavailable"))
+            .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()));
+        if current == Some((status.to_string(), reason.to_string())) {
+            continue;
+        }
+        let p = json!({"status": {"conditions": [{"type": "NetworkUnavailable", "status": status, "reason": reason, "message": message}]}});
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&p))
+            .await
+        {
+            tracing::warn!(node = %name, error = %e, "cannot update NetworkUnavailable");
+        }
+    }
+    Ok((created.len() - failed.len(), deleted_ok))
+}
+
+/// Runs the route controller until dropped.
+pub async fn route_controller(client: Client, routes: Arc<dyn azure_cloud::provider::Routes>, settings: RouteSettings) {
+    let api: Api<Node> = Api::all(client);
+    let mut tick = tokio::time::interval(settings.period);
+    loop {
+        tick.tick().await;
+        match route_pass(&api, routes.as_ref(), &settings).await {
+            Ok((c, d)) if c + d > 0 => tracing::info!(created = c, deleted = d, "routes reconciled"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "route reconciliation failed"),
+        }
+    }
+}
