@@ -31,6 +31,63 @@ pub struct Options {
     /// Log format: `text` or `json`.
     #[arg(long = "logging-format", default_value = "text")]
     pub logging_format: String,
+    /// Path to a kubeconfig (default: in-cluster or $KUBECONFIG).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The API server address (overrides the kubeconfig's).
+    #[arg(long)]
+    pub master: Option<String>,
+    /// Cluster name: LB, backend-pool and public-IP name prefix.
+    #[arg(long = "cluster-name", default_value = "kubernetes")]
+    pub cluster_name: String,
+    /// Controllers to run: `*`, names, `-name` (cloud-node, cloud-node-lifecycle, service, route).
+    #[arg(long, default_value = "*")]
+    pub controllers: String,
+    /// Create routes for node pod CIDRs.
+    #[arg(long = "configure-cloud-routes", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true")]
+    pub configure_cloud_routes: bool,
+    /// Whether pod CIDRs are allocated to nodes (the route controller needs it).
+    #[arg(long = "allocate-node-cidrs", action = ArgAction::Set, num_args = 0..=1, default_value = "false", default_missing_value = "true")]
+    pub allocate_node_cidrs: bool,
+    /// The cluster's pod CIDR(s), comma-separated.
+    #[arg(long = "cluster-cidr", default_value = "")]
+    pub cluster_cidr: String,
+    /// Route reconciliation period.
+    #[arg(long = "route-reconciliation-period", default_value = "10s")]
+    pub route_reconciliation_period: String,
+    /// Node lifecycle period.
+    #[arg(long = "node-monitor-period", default_value = "5s")]
+    pub node_monitor_period: String,
+    /// Node address refresh period.
+    #[arg(long = "node-status-update-frequency", default_value = "5m")]
+    pub node_status_update_frequency: String,
+    /// Services reconciled concurrently (accepted; the service controller is not in this version).
+    #[arg(long = "concurrent-service-syncs", default_value_t = 10)]
+    pub concurrent_service_syncs: u32,
+    /// Run only while holding the lease.
+    #[arg(long = "leader-elect", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true")]
+    pub leader_elect: bool,
+    /// Lease duration.
+    #[arg(long = "leader-elect-lease-duration", default_value = "15s")]
+    pub leader_elect_lease_duration: String,
+    /// Renew deadline.
+    #[arg(long = "leader-elect-renew-deadline", default_value = "10s")]
+    pub leader_elect_renew_deadline: String,
+    /// Retry period.
+    #[arg(long = "leader-elect-retry-period", default_value = "2s")]
+    pub leader_elect_retry_period: String,
+    /// Lease name.
+    #[arg(long = "leader-elect-resource-name", default_value = "cloud-controller-manager")]
+    pub leader_elect_resource_name: String,
+    /// Lease namespace.
+    #[arg(long = "leader-elect-resource-namespace", default_value = "kube-system")]
+    pub leader_elect_resource_namespace: String,
+    /// Address of the health and metrics endpoints.
+    #[arg(long = "bind-address", default_value = "0.0.0.0")]
+    pub bind_address: String,
+    /// Port of the health and metrics endpoints (served over plain HTTP in this version).
+    #[arg(long = "secure-port", default_value_t = 10258)]
+    pub secure_port: u16,
 }
 
 /// Subcommands.
@@ -62,7 +119,7 @@ pub fn init_logging(opts: &Options) {
     }
 }
 
-/// Runs the command; returns the process exit code. Output goes to `out`, diagnostics to `err`.
+/// Runs `--check-config` (the manager itself is [`crate::manager::run`]); returns the process exit code. Output goes to `out`, diagnostics to `err`.
 pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     if !opts.cloud_provider.eq_ignore_ascii_case("azure") {
         let _ = writeln!(
@@ -73,17 +130,9 @@ pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         return 1;
     }
     let Some(path) = &opts.cloud_config else {
-        let _ = writeln!(err, "--cloud-config is required: the path to azure.json");
+        let _ = writeln!(err, "--cloud-config is required with --check-config: the path to azure.json");
         return 1;
     };
-    if !opts.check_config {
-        let _ = writeln!(
-            err,
-            "this version of azure-cloud-controller-manager implements only --check-config; \
-             the controllers (node, node-lifecycle, service, route) are not available yet"
-        );
-        return 2;
-    }
     check_config(path, out, err)
 }
 

@@ -7,3 +7,5 @@
 pub mod cli;
 pub mod controllers;
 pub mod demo;
+pub mod leader;
+pub mod manager;

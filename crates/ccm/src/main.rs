@@ -21,6 +21,24 @@ fn main() {
         }
         return;
     }
-    let code = ccm::cli::run(&opts, &mut std::io::stdout(), &mut std::io::stderr());
-    std::process::exit(code);
+    if opts.check_config {
+        let code = ccm::cli::run(&opts, &mut std::io::stdout(), &mut std::io::stderr());
+        std::process::exit(code);
+    }
+    if !opts.cloud_provider.eq_ignore_ascii_case("azure") {
+        eprintln!("--cloud-provider={:?} is not supported: only \"azure\"", opts.cloud_provider);
+        std::process::exit(1);
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(ccm::manager::run(&opts)) {
+        tracing::error!("{e}");
+        eprintln!("azure-cloud-controller-manager: {e}");
+        std::process::exit(1);
+    }
 }

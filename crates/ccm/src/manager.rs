@@ -1,0 +1,279 @@
+//! The controller manager: loads the cloud config (file, Secret or both, per `cloudConfigType`), builds
+//! the provider, serves `/healthz`, `/readyz` and `/metrics`, elects a leader, and runs the enabled
+//! controllers while leading. Stops on SIGTERM or Ctrl-C.
+
+use crate::cli::Options;
+use crate::{controllers, leader};
+use azure_cloud::config::{merge_secret_config, process_env};
+use azure_cloud::AzureCloud;
+use axum::routing::get;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Parses a Go duration (`10s`, `5m`, `1h30m`, `500ms`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        while let Some(&n) = chars.peek() {
+            if n.is_ascii_alphabetic() {
+                unit.push(n);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        total += v * match unit.as_str() {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?}")),
+        };
+        num.clear();
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return Err(format!("invalid duration {s:?}: expected e.g. 10s, 5m, 1h30m"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Which controllers run (`--controllers`: `*`, names, `-name`; aliases as upstream).
+pub fn enabled_controllers(spec: &str) -> Result<Vec<&'static str>, String> {
+    const ALL: [(&str, &str); 4] = [
+        ("cloud-node-controller", "cloud-node"),
+        ("cloud-node-lifecycle-controller", "cloud-node-lifecycle"),
+        ("service-lb-controller", "service"),
+        ("node-route-controller", "route"),
+    ];
+    let canonical = |n: &str| ALL.iter().find(|(c, a)| *c == n || *a == n).map(|(c, _)| *c);
+    let mut on: Vec<&'static str> = Vec::new();
+    let items: Vec<&str> = spec.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if items.contains(&"*") {
+        on = ALL.iter().map(|(c, _)| *c).collect();
+    }
+    for item in items.iter().filter(|i| **i != "*") {
+        let (neg, name) = match item.strip_prefix('-') {
+            Some(n) => (true, n),
+            None => (false, *item),
+        };
+        let c = canonical(name).ok_or_else(|| format!("--controllers: unknown controller {name:?} (known: cloud-node, cloud-node-lifecycle, service, route)"))?;
+        if neg {
+            on.retain(|x| *x != c);
+        } else if !on.contains(&c) {
+            on.push(c);
+        }
+    }
+    Ok(on)
+}
+
+async fn kube_client(opts: &Options) -> Result<kube::Client, String> {
+    let mut cfg = match &opts.kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| format!("--kubeconfig {}: {e}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(|e| format!("--kubeconfig {}: {e}", p.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| format!("no kubeconfig: {e} (pass --kubeconfig)"))?,
+    };
+    if let Some(m) = &opts.master {
+        cfg.cluster_url = m.parse().map_err(|e| format!("--master {m:?}: {e}"))?;
+    }
+    kube::Client::try_from(cfg).map_err(|e| e.to_string())
+}
+
+/// Runs the manager until SIGTERM/Ctrl-C.
+pub async fn run(opts: &Options) -> Result<(), String> {
+    let client = kube_client(opts).await?;
+    let file_text = match &opts.cloud_config {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("--cloud-config {}: {e}", p.display()))?),
+        None => None,
+    };
+    let secret_text = {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
+        match secrets.get_opt("azure-cloud-provider").await {
+            Ok(Some(s)) => s.data.and_then(|d| d.get("cloud-config").map(|b| String::from_utf8_lossy(&b.0).into_owned())),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read Secret kube-system/azure-cloud-provider; using the file only");
+                None
+            }
+        }
+    };
+    if file_text.is_none() && secret_text.is_none() {
+        return Err("no cloud config: pass --cloud-config or create the Secret kube-system/azure-cloud-provider (key cloud-config)".into());
+    }
+    let (cfg, report) = merge_secret_config(file_text.as_deref(), secret_text.as_deref(), &process_env).map_err(|e| e.to_string())?;
+    for k in &report.unknown_keys {
+        tracing::warn!(key = %k, "unknown cloud config key ignored");
+    }
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    let cloud = Arc::new(AzureCloud::new(cfg, &process_env).await.map_err(|e| e.to_string())?);
+    let enabled = enabled_controllers(&opts.controllers)?;
+    tracing::info!(controllers = ?enabled, cluster = %opts.cluster_name, "starting");
+
+    // Metrics and health.
+    let mut registry = Registry::default();
+    if let Some(arm) = cloud.arm() {
+        arm.metrics().register(&mut registry);
+    }
+    let leader_gauge: Gauge = Gauge::default();
+    registry.register("leader_election_master_status", "1 while this instance leads", leader_gauge.clone());
+    let registry = Arc::new(registry);
+    let healthy = Arc::new(AtomicBool::new(true));
+    let ready = Arc::new(AtomicBool::new(false));
+    let app = axum::Router::new()
+        .route(
+            "/healthz",
+            get({
+                let h = healthy.clone();
+                move || async move { if h.load(Ordering::Relaxed) { (axum::http::StatusCode::OK, "ok") } else { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "lease not renewed") } }
+            }),
+        )
+        .route(
+            "/readyz",
+            get({
+                let r = ready.clone();
+                move || async move { if r.load(Ordering::Relaxed) { (axum::http::StatusCode::OK, "ok") } else { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting") } }
+            }),
+        )
+        .route(
+            "/metrics",
+            get({
+                let reg = registry.clone();
+                move || async move {
+                    let mut s = String::new();
+                    let _ = prometheus_client::encoding::text::encode(&mut s, &reg);
+                    ([("content-type", "text/plain; version=0.0.4")], s)
+                }
+            }),
+        );
+    let addr = format!("{}:{}", opts.bind_address, opts.secure_port);
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(address = %addr, "serving /healthz, /readyz, /metrics (plain HTTP)");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let timing = controllers::Timing {
+        node_status_update_frequency: parse_duration(&opts.node_status_update_frequency)?,
+        node_monitor_period: parse_duration(&opts.node_monitor_period)?,
+    };
+    let route_settings = if opts.configure_cloud_routes && opts.allocate_node_cidrs && !opts.cluster_cidr.is_empty() && enabled.contains(&"node-route-controller") {
+        let cidrs = opts
+            .cluster_cidr
+            .split(',')
+            .map(|c| c.trim().parse::<ipnet::IpNet>().map_err(|e| format!("--cluster-cidr {c:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Some(controllers::RouteSettings {
+            cluster_name: opts.cluster_name.clone(),
+            cluster_cidrs: cidrs,
+            period: parse_duration(&opts.route_reconciliation_period)?,
+        })
+    } else {
+        None
+    };
+    if enabled.contains(&"service-lb-controller") {
+        tracing::warn!("the service controller is not available in this version: LoadBalancer services are not reconciled");
+    }
+    let mut leading = if opts.leader_elect {
+        let identity = format!("{}_{}", hostname(), std::process::id());
+        leader::run(
+            client.clone(),
+            leader::ElectionConfig {
+                namespace: opts.leader_elect_resource_namespace.clone(),
+                name: opts.leader_elect_resource_name.clone(),
+                identity,
+                lease_duration: parse_duration(&opts.leader_elect_lease_duration)?,
+                renew_deadline: parse_duration(&opts.leader_elect_renew_deadline)?,
+                retry_period: parse_duration(&opts.leader_elect_retry_period)?,
+            },
+        )
+    } else {
+        tokio::sync::watch::channel(true).1
+    };
+    ready.store(true, Ordering::Relaxed);
+    let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    loop {
+        let is_leader = *leading.borrow();
+        leader_gauge.set(i64::from(is_leader));
+        if is_leader && tasks.is_empty() {
+            let cloud_v2: Arc<dyn azure_cloud::provider::InstancesV2> = cloud.clone();
+            if enabled.contains(&"cloud-node-controller") || enabled.contains(&"cloud-node-lifecycle-controller") {
+                tasks.push(tokio::spawn(controllers::run(client.clone(), cloud_v2, timing.clone())));
+            }
+            if let Some(rs) = route_settings.clone() {
+                let routes: Arc<dyn azure_cloud::provider::Routes> = cloud.clone();
+                tasks.push(tokio::spawn(controllers::route_controller(client.clone(), routes, rs)));
+            }
+            tracing::info!(count = tasks.len(), "controllers started");
+        } else if !is_leader && !tasks.is_empty() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+            tracing::warn!("not leading: controllers stopped");
+        }
+        tokio::select! {
+            r = leading.changed() => if r.is_err() { healthy.store(false, Ordering::Relaxed); return Err("leader election stopped".into()); },
+            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    for t in tasks {
+        t.abort();
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "ccm".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (s, want) in [("10s", 10.0), ("5m", 300.0), ("1h30m", 5400.0), ("500ms", 0.5), ("0", 0.0), ("1.5s", 1.5)] {
+            assert_eq!(parse_duration(s).unwrap(), Duration::from_secs_f64(want), "{s}");
+        }
+        for bad in ["", "10", "5x", "s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn controller_sets() {
+        assert_eq!(enabled_controllers("*").unwrap().len(), 4);
+        assert_eq!(
+            enabled_controllers("*,-cloud-node").unwrap(),
+            vec!["cloud-node-lifecycle-controller", "service-lb-controller", "node-route-controller"]
+        );
+        assert_eq!(enabled_controllers("route,cloud-node-controller").unwrap(), vec!["node-route-controller", "cloud-node-controller"]);
+        assert!(enabled_controllers("bogus").unwrap_err().contains("unknown controller"));
+    }
+}
