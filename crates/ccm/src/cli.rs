@@ -130,7 +130,10 @@ pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         return 1;
     }
     let Some(path) = &opts.cloud_config else {
-        let _ = writeln!(err, "--cloud-config is required with --check-config: the path to azure.json");
+        let _ = writeln!(
+            err,
+            "--cloud-config is required with --check-config: the path to azure.json"
+        );
         return 1;
     };
     check_config(path, out, err)

@@ -26,7 +26,10 @@ fn main() {
         std::process::exit(code);
     }
     if !opts.cloud_provider.eq_ignore_ascii_case("azure") {
-        eprintln!("--cloud-provider={:?} is not supported: only \"azure\"", opts.cloud_provider);
+        eprintln!(
+            "--cloud-provider={:?} is not supported: only \"azure\"",
+            opts.cloud_provider
+        );
         std::process::exit(1);
     }
     let rt = match tokio::runtime::Runtime::new() {

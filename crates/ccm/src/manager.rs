@@ -4,9 +4,9 @@
 
 use crate::cli::Options;
 use crate::{controllers, leader};
+use axum::routing::get;
 use azure_cloud::config::{merge_secret_config, process_env};
 use azure_cloud::AzureCloud;
-use axum::routing::get;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use prometheus_client::metrics::gauge::Gauge;
@@ -77,7 +77,11 @@ pub fn enabled_controllers(spec: &str) -> Result<Vec<&'static str>, String> {
             Some(n) => (true, n),
             None => (false, *item),
         };
-        let c = canonical(name).ok_or_else(|| format!("--controllers: unknown controller {name:?} (known: cloud-node, cloud-node-lifecycle, service, route)"))?;
+        let c = canonical(name).ok_or_else(|| {
+            format!(
+                "--controllers: unknown controller {name:?} (known: cloud-node, cloud-node-lifecycle, service, route)"
+            )
+        })?;
         if neg {
             on.retain(|x| *x != c);
         } else if !on.contains(&c) {
@@ -90,10 +94,15 @@ pub fn enabled_controllers(spec: &str) -> Result<Vec<&'static str>, String> {
 async fn kube_client(opts: &Options) -> Result<kube::Client, String> {
     let mut cfg = match &opts.kubeconfig {
         Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| format!("--kubeconfig {}: {e}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(|e| format!("--kubeconfig {}: {e}", p.display()))?
+            let kc =
+                kube::config::Kubeconfig::read_from(p).map_err(|e| format!("--kubeconfig {}: {e}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| format!("--kubeconfig {}: {e}", p.display()))?
         }
-        None => kube::Config::infer().await.map_err(|e| format!("no kubeconfig: {e} (pass --kubeconfig)"))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no kubeconfig: {e} (pass --kubeconfig)"))?,
     };
     if let Some(m) = &opts.master {
         cfg.cluster_url = m.parse().map_err(|e| format!("--master {m:?}: {e}"))?;
@@ -111,7 +120,10 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     let secret_text = {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
         match secrets.get_opt("azure-cloud-provider").await {
-            Ok(Some(s)) => s.data.and_then(|d| d.get("cloud-config").map(|b| String::from_utf8_lossy(&b.0).into_owned())),
+            Ok(Some(s)) => s.data.and_then(|d| {
+                d.get("cloud-config")
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            }),
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read Secret kube-system/azure-cloud-provider; using the file only");
@@ -122,7 +134,8 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     if file_text.is_none() && secret_text.is_none() {
         return Err("no cloud config: pass --cloud-config or create the Secret kube-system/azure-cloud-provider (key cloud-config)".into());
     }
-    let (cfg, report) = merge_secret_config(file_text.as_deref(), secret_text.as_deref(), &process_env).map_err(|e| e.to_string())?;
+    let (cfg, report) =
+        merge_secret_config(file_text.as_deref(), secret_text.as_deref(), &process_env).map_err(|e| e.to_string())?;
     for k in &report.unknown_keys {
         tracing::warn!(key = %k, "unknown cloud config key ignored");
     }
@@ -139,7 +152,11 @@ pub async fn run(opts: &Options) -> Result<(), String> {
         arm.metrics().register(&mut registry);
     }
     let leader_gauge: Gauge = Gauge::default();
-    registry.register("leader_election_master_status", "1 while this instance leads", leader_gauge.clone());
+    registry.register(
+        "leader_election_master_status",
+        "Whether this instance holds the leader lease (1) or not (0)",
+        leader_gauge.clone(),
+    );
     let registry = Arc::new(registry);
     let healthy = Arc::new(AtomicBool::new(true));
     let ready = Arc::new(AtomicBool::new(false));
@@ -148,14 +165,26 @@ pub async fn run(opts: &Options) -> Result<(), String> {
             "/healthz",
             get({
                 let h = healthy.clone();
-                move || async move { if h.load(Ordering::Relaxed) { (axum::http::StatusCode::OK, "ok") } else { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "lease not renewed") } }
+                move || async move {
+                    if h.load(Ordering::Relaxed) {
+                        (axum::http::StatusCode::OK, "ok")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "lease not renewed")
+                    }
+                }
             }),
         )
         .route(
             "/readyz",
             get({
                 let r = ready.clone();
-                move || async move { if r.load(Ordering::Relaxed) { (axum::http::StatusCode::OK, "ok") } else { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting") } }
+                move || async move {
+                    if r.load(Ordering::Relaxed) {
+                        (axum::http::StatusCode::OK, "ok")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                }
             }),
         )
         .route(
@@ -170,7 +199,9 @@ pub async fn run(opts: &Options) -> Result<(), String> {
             }),
         );
     let addr = format!("{}:{}", opts.bind_address, opts.secure_port);
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!(address = %addr, "serving /healthz, /readyz, /metrics (plain HTTP)");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -180,11 +211,19 @@ pub async fn run(opts: &Options) -> Result<(), String> {
         node_status_update_frequency: parse_duration(&opts.node_status_update_frequency)?,
         node_monitor_period: parse_duration(&opts.node_monitor_period)?,
     };
-    let route_settings = if opts.configure_cloud_routes && opts.allocate_node_cidrs && !opts.cluster_cidr.is_empty() && enabled.contains(&"node-route-controller") {
+    let route_settings = if opts.configure_cloud_routes
+        && opts.allocate_node_cidrs
+        && !opts.cluster_cidr.is_empty()
+        && enabled.contains(&"node-route-controller")
+    {
         let cidrs = opts
             .cluster_cidr
             .split(',')
-            .map(|c| c.trim().parse::<ipnet::IpNet>().map_err(|e| format!("--cluster-cidr {c:?}: {e}")))
+            .map(|c| {
+                c.trim()
+                    .parse::<ipnet::IpNet>()
+                    .map_err(|e| format!("--cluster-cidr {c:?}: {e}"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Some(controllers::RouteSettings {
             cluster_name: opts.cluster_name.clone(),
@@ -195,7 +234,9 @@ pub async fn run(opts: &Options) -> Result<(), String> {
         None
     };
     if enabled.contains(&"service-lb-controller") {
-        tracing::warn!("the service controller is not available in this version: LoadBalancer services are not reconciled");
+        tracing::warn!(
+            "the service controller is not available in this version: LoadBalancer services are not reconciled"
+        );
     }
     let mut leading = if opts.leader_elect {
         let identity = format!("{}_{}", hostname(), std::process::id());
@@ -215,7 +256,8 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     };
     ready.store(true, Ordering::Relaxed);
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     loop {
         let is_leader = *leading.borrow();
         leader_gauge.set(i64::from(is_leader));
@@ -249,7 +291,9 @@ pub async fn run(opts: &Options) -> Result<(), String> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "ccm".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "ccm".into())
 }
 
 #[cfg(test)]
@@ -258,7 +302,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        for (s, want) in [("10s", 10.0), ("5m", 300.0), ("1h30m", 5400.0), ("500ms", 0.5), ("0", 0.0), ("1.5s", 1.5)] {
+        for (s, want) in [
+            ("10s", 10.0),
+            ("5m", 300.0),
+            ("1h30m", 5400.0),
+            ("500ms", 0.5),
+            ("0", 0.0),
+            ("1.5s", 1.5),
+        ] {
             assert_eq!(parse_duration(s).unwrap(), Duration::from_secs_f64(want), "{s}");
         }
         for bad in ["", "10", "5x", "s"] {
@@ -271,9 +322,16 @@ mod tests {
         assert_eq!(enabled_controllers("*").unwrap().len(), 4);
         assert_eq!(
             enabled_controllers("*,-cloud-node").unwrap(),
-            vec!["cloud-node-lifecycle-controller", "service-lb-controller", "node-route-controller"]
+            vec![
+                "cloud-node-lifecycle-controller",
+                "service-lb-controller",
+                "node-route-controller"
+            ]
         );
-        assert_eq!(enabled_controllers("route,cloud-node-controller").unwrap(), vec!["node-route-controller", "cloud-node-controller"]);
+        assert_eq!(
+            enabled_controllers("route,cloud-node-controller").unwrap(),
+            vec!["node-route-controller", "cloud-node-controller"]
+        );
         assert!(enabled_controllers("bogus").unwrap_err().contains("unknown controller"));
     }
 }

@@ -233,11 +233,20 @@ fn err_fields(body: &[u8]) -> (String, String) {
 }
 
 fn labels_for(req: &ArmRequest, source: &str) -> RequestLabels {
-    let id = super::id::ResourceId::parse(&req.resource()).ok();
+    // Collections and absolute URLs are not resource ids: read the two segments directly.
+    let path = req.resource();
+    let segs: Vec<&str> = path.split('/').collect();
+    let after = |key: &str| {
+        segs.iter()
+            .position(|s| s.eq_ignore_ascii_case(key))
+            .and_then(|i| segs.get(i + 1))
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    };
     RequestLabels {
         request: format!("{}_{}", req.op.metric, req.op.name),
-        resource_group: id.as_ref().map(|i| i.resource_group.to_lowercase()).unwrap_or_default(),
-        subscription_id: id.map(|i| i.subscription).unwrap_or_default(),
+        resource_group: after("resourceGroups").to_lowercase(),
+        subscription_id: after("subscriptions"),
         source: source.to_string(),
     }
 }

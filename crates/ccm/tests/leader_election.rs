@@ -1,0 +1,148 @@
+//! Two CCM processes against kube-sim + azure-sim: only the leader acts; when it is killed the other takes
+//! over within the lease duration and initialises new nodes.
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, PostParams};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_ccm(config: &std::path::Path, kubeconfig: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
+        .args([
+            "--cloud-config",
+            config.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ])
+        .args(["--bind-address", "127.0.0.1", "--secure-port", &port.to_string()])
+        .args([
+            "--leader-elect-lease-duration=2s",
+            "--leader-elect-renew-deadline=1s",
+            "--leader-elect-retry-period=200ms",
+        ])
+        .args(["--node-monitor-period=200ms", "--controllers=*,-service"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn uninitialised(nodes: &Api<Node>, name: &str) {
+    let node: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": name},
+        "spec": {"taints": [{"key": "node.cloudprovider.kubernetes.io/uninitialized", "value": "true", "effect": "NoSchedule"}]}}))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+}
+
+async fn wait_initialised(nodes: &Api<Node>, name: &str, within: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let n = nodes.get(name).await.unwrap();
+        if n.spec.and_then(|s| s.provider_id).is_some() {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < within, "{name} not initialised within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn metric(port: u16) -> String {
+    // The process may still be starting: retry the connection for a while.
+    for _ in 0..200 {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+            return r.text().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no metrics endpoint on port {port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_acts_and_the_other_takes_over() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = azure_sim::AzureSim::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Default::default(),
+        &azure_sim::scenario::Scenario::default_cluster(),
+    )
+    .await
+    .unwrap();
+    let kube = kube_sim::KubeSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("azure.json");
+    sim.write_config(&config).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    v["useInstanceMetadata"] = false.into();
+    std::fs::write(&config, v.to_string()).unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig).unwrap();
+    let kc = kube::config::Kubeconfig::from_yaml(&kube.kubeconfig()).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client, "kube-system");
+
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = spawn_ccm(&config, &kubeconfig, pa);
+    let mut b = spawn_ccm(&config, &kubeconfig, pb);
+    uninitialised(&nodes, "k8s-pool1-vmss000000").await;
+    wait_initialised(&nodes, "k8s-pool1-vmss000000", Duration::from_secs(20)).await;
+    let holder = leases
+        .get("cloud-controller-manager")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    // Both are up (a follower serves its endpoints too) before leadership is compared.
+    let (_, _) = (metric(pa).await, metric(pb).await);
+    let (ma, mb) = (metric(pa).await, metric(pb).await);
+    let leads = |m: &str| m.lines().any(|l| l.trim() == "leader_election_master_status 1");
+    assert!(leads(&ma) ^ leads(&mb), "exactly one leader:\nA: {ma}\nB: {mb}");
+    let (leader, follower_port) = if leads(&ma) { (&mut a, pb) } else { (&mut b, pa) };
+    assert!(holder.ends_with(&format!("_{}", leader.id())), "{holder}");
+    // Kill the leader: the other takes over within the lease duration and initialises a new node.
+    leader.kill().unwrap();
+    leader.wait().unwrap();
+    let t0 = Instant::now();
+    uninitialised(&nodes, "k8s-pool2-0").await;
+    wait_initialised(&nodes, "k8s-pool2-0", Duration::from_secs(15)).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "takeover took {:?}",
+        t0.elapsed()
+    );
+    assert!(leads(&metric(follower_port).await));
+    let new_holder = leases
+        .get("cloud-controller-manager")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    assert_ne!(new_holder, holder);
+    // Health endpoints.
+    let h = reqwest::get(format!("http://127.0.0.1:{follower_port}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(h.status(), 200);
+    let _ = a.kill();
+    let _ = b.kill();
+    let _ = a.wait();
+    let _ = b.wait();
+}
