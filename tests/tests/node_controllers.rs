@@ -210,6 +210,9 @@ async fn route_controller_creates_and_removes_pod_cidr_routes() {
         let node: Node = serde_json::from_value(json!({"metadata": {"name": n}, "spec": {"podCIDR": format!("10.244.{i}.0/24"), "podCIDRs": [format!("10.244.{i}.0/24")]}})).unwrap();
         nodes.create(&PostParams::default(), &node).await.unwrap();
     }
+    // An unmanaged (on-premises) node: its route stays in memory.
+    let onprem: Node = serde_json::from_value(json!({"metadata": {"name": "onprem-1", "labels": {"kubernetes.azure.com/managed": "false"}}, "spec": {"podCIDRs": ["10.244.9.0/24"]}})).unwrap();
+    nodes.create(&PostParams::default(), &onprem).await.unwrap();
     let settings = controllers::RouteSettings {
         cluster_name: "kubernetes".into(),
         cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
@@ -217,9 +220,22 @@ async fn route_controller_creates_and_removes_pod_cidr_routes() {
     };
     sim.reset_calls();
     let (created, deleted) = controllers::route_pass(&nodes, &cloud, &settings).await.unwrap();
-    assert_eq!((created, deleted), (3, 0));
+    assert_eq!((created, deleted), (4, 0));
     let puts = sim.calls().iter().filter(|c| c.method == "PUT").count();
-    assert_eq!(puts, 1, "three routes, one route-table write");
+    assert_eq!(puts, 1, "three Azure routes, one route-table write");
+    let rt = sim
+        .resource(&format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/routeTables/{}",
+            sim.cluster().subscription,
+            sim.cluster().resource_group,
+            sim.cluster().route_table
+        ))
+        .unwrap();
+    assert_eq!(
+        rt["properties"]["routes"].as_array().unwrap().len(),
+        3,
+        "the unmanaged node's route is not in Azure"
+    );
     let n = nodes.get("k8s-pool2-0").await.unwrap();
     let cond = n
         .status
@@ -265,6 +281,6 @@ async fn route_controller_creates_and_removes_pod_cidr_routes() {
         .into_iter()
         .map(|r| r.destination_cidrs[0].clone())
         .collect();
-    assert_eq!(left.len(), 3, "{left:?}");
+    assert_eq!(left.len(), 4, "{left:?} (incl. the unmanaged node's in-memory route)");
     assert!(left.contains(&"192.168.0.0/24".to_string()) && !left.contains(&"10.244.1.0/24".to_string()));
 }

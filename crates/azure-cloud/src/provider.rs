@@ -162,6 +162,9 @@ pub trait Routes: Send + Sync {
     async fn create_route(&self, cluster_name: &str, name_hint: &str, route: &Route) -> Result<(), CloudError>;
     /// Deletes a route.
     async fn delete_route(&self, cluster_name: &str, route: &Route) -> Result<(), CloudError>;
+    /// Tells the provider a node is unmanaged (`kubernetes.azure.com/managed=false`): its routes are kept in
+    /// memory, never written to Azure. The default ignores it.
+    fn set_node_unmanaged(&self, _node: &str, _unmanaged: bool) {}
 }
 
 /// A node address.

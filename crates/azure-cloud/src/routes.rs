@@ -442,6 +442,10 @@ impl Routes for crate::AzureCloud {
     async fn delete_route(&self, _cluster_name: &str, route: &Route) -> Result<(), CloudError> {
         self.routes()?.delete(route).await
     }
+
+    fn set_node_unmanaged(&self, node: &str, unmanaged: bool) {
+        crate::AzureCloud::set_node_unmanaged(self, node, unmanaged)
+    }
 }
 
 #[cfg(test)]

@@ -331,6 +331,13 @@ pub async fn route_pass(
         .await
         .map_err(|e| CloudError::Azure(format!("listing nodes: {e}")))?
         .items;
+    for node in &nodes {
+        let unmanaged = node
+            .labels()
+            .get("kubernetes.azure.com/managed")
+            .is_some_and(|v| v == "false");
+        routes.set_node_unmanaged(&node.name_any(), unmanaged);
+    }
     let existing = routes.list_routes(&settings.cluster_name).await?;
     let has = |node: &str, cidr: &str| {
         existing
@@ -361,6 +368,7 @@ pub async fn route_pass(
     for (node, r) in &created {
         if let Err(e) = r {
             tracing::warn!(node = %node, error = %e, "failed to create route");
+
             failed.insert(node.clone(), e.to_string());
         }
     }
