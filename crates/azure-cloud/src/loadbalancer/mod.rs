@@ -1,6 +1,8 @@
-//! Load balancers: upstream's names and Service annotations (this module's first pieces). Planning,
-//! public IPs, security rules, backend pools and the group-committed applier are the LoadBalancer issue's
-//! remaining work; `AzureCloud` does not implement the `LoadBalancer` trait yet.
+//! Load balancers. Present: upstream names (`names`), typed Service annotations (`annotations`), and the
+//! rules and probes a Service needs (`rules`), all pure and table-tested. Still to come (the LoadBalancer
+//! issue): frontend and public-IP planning, security rules, backend pools, the group-committed applier;
+//! `AzureCloud` does not implement the `LoadBalancer` trait yet.
 
 pub mod annotations;
 pub mod names;
+pub mod rules;
