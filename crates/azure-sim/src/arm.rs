@@ -851,6 +851,7 @@ fn finish_write(
         p.insert("provisioningState".into(), json!(state));
     }
     let stored = store.put(&t.id(), &t.arm_type(), body, done);
+    rules::propagate(store, &t.arm_type(), &stored);
     let answer = match child {
         Some((prop, name)) => crate::store::prop_array(&stored, prop)
             .iter()

@@ -293,13 +293,15 @@ fn instance_document(s: &Shared) -> Option<Value> {
     }))
 }
 
-/// `GET /metadata/loadbalancer`: answers with empty lists (the sim does not yet compute the public
-/// frontends of the local VM's load balancers).
+/// `GET /metadata/loadbalancer`: for each public frontend of a load balancer whose backend pool holds the
+/// local VM's NIC IP configuration, the frontend address and the VM's private address.
 pub(crate) async fn imds_loadbalancer(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let resp = if !metadata_header_ok(&headers) {
         imds_reject()
     } else {
-        json_ok(json!({"loadbalancer": {"publicIpAddresses": [], "inboundRules": [], "outboundRules": []}}))
+        json_ok(
+            json!({"loadbalancer": {"publicIpAddresses": public_frontends(&s), "inboundRules": [], "outboundRules": []}}),
+        )
     };
     record(
         &s,
@@ -311,4 +313,47 @@ pub(crate) async fn imds_loadbalancer(State(s): State<Arc<Shared>>, headers: Hea
         resp.status().as_u16(),
     );
     resp
+}
+
+fn public_frontends(s: &Shared) -> Vec<Value> {
+    let Some(vm_id) = lock(&s.imds_vm).clone() else {
+        return Vec::new();
+    };
+    let store = lock(&s.store);
+    let Some(vm) = store.get(&vm_id).map(|r| r.body.clone()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for nic_id in nic_ids(&vm) {
+        let Some(nic) = store.get(&nic_id) else { continue };
+        for ipc in prop_array(&nic.body, "ipConfigurations") {
+            let private = str_at(ipc, &["properties", "privateIPAddress"])
+                .unwrap_or_default()
+                .to_string();
+            let pools = ipc
+                .pointer("/properties/loadBalancerBackendAddressPools")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for pool in pools {
+                let Some(pool_id) = pool.get("id").and_then(Value::as_str) else {
+                    continue;
+                };
+                let lower = pool_id.to_ascii_lowercase();
+                let Some(i) = lower.find("/backendaddresspools/") else {
+                    continue;
+                };
+                let Some(lb) = store.get(&pool_id[..i]) else { continue };
+                for fe in prop_array(&lb.body, "frontendIPConfigurations") {
+                    let addr = str_at(fe, &["properties", "publicIPAddress", "id"])
+                        .and_then(|pid| store.get(pid))
+                        .and_then(|p| str_at(&p.body, &["properties", "ipAddress"]).map(str::to_string));
+                    if let Some(addr) = addr {
+                        out.push(json!({"frontendIpAddress": addr, "privateIpAddress": private}));
+                    }
+                }
+            }
+        }
+    }
+    out
 }

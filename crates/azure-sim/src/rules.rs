@@ -334,3 +334,80 @@ pub fn release_addresses(store: &mut Store, body: &Value) {
         }
     }
 }
+
+/// What ARM does after a write beyond storing it: a scale-set instance's network profile configuration
+/// (backend pools of its IP configurations) is applied to the instance's NICs.
+pub fn propagate(store: &mut Store, arm_type: &str, body: &Value) {
+    if !lower(arm_type).ends_with("virtualmachinescalesets/virtualmachines") {
+        return;
+    }
+    let configs = body
+        .pointer("/properties/networkProfileConfiguration/networkInterfaceConfigurations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let nic_ids: Vec<String> = body
+        .pointer("/properties/networkProfile/networkInterfaces")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.get("id").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    for nic_id in nic_ids {
+        let Some(nic) = store.get(&nic_id).map(|r| r.body.clone()) else {
+            continue;
+        };
+        let nic_name = nic.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        // The configuration of this NIC: same name, else the primary one.
+        let Some(cfg) = configs
+            .iter()
+            .find(|c| {
+                c.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&nic_name))
+            })
+            .or_else(|| {
+                configs
+                    .iter()
+                    .find(|c| c.pointer("/properties/primary").and_then(Value::as_bool) == Some(true))
+            })
+        else {
+            continue;
+        };
+        let mut updated = nic.clone();
+        let mut changed = false;
+        if let Some(ipcs) = updated
+            .pointer_mut("/properties/ipConfigurations")
+            .and_then(Value::as_array_mut)
+        {
+            for ipc in ipcs.iter_mut() {
+                let name = ipc.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let want = prop_array(cfg, "ipConfigurations")
+                    .iter()
+                    .find(|c| {
+                        c.get("name")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| n.eq_ignore_ascii_case(&name))
+                    })
+                    .and_then(|c| c.pointer("/properties/loadBalancerBackendAddressPools").cloned());
+                if let Some(pools) = want {
+                    if ipc.pointer("/properties/loadBalancerBackendAddressPools") != Some(&pools) {
+                        ipc["properties"]["loadBalancerBackendAddressPools"] = pools;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if changed {
+            let ty = updated
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("Microsoft.Network/networkInterfaces")
+                .to_string();
+            store.put(&nic_id, &ty, updated, 0);
+        }
+    }
+}

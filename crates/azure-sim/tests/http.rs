@@ -621,3 +621,49 @@ async fn config_written_for_the_provider() {
     assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn imds_load_balancer_lists_public_frontends_of_the_local_vms_pools() {
+    let t = start(SimOptions::default()).await;
+    let imds = format!("{}/metadata/loadbalancer?api-version=2020-10-01", t.sim.url());
+    let empty: Value = t
+        .http
+        .get(&imds)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty["loadbalancer"]["publicIpAddresses"], json!([]));
+    // A public LB whose pool the local instance (instance 0) joins.
+    t.put(&t.net("publicIPAddresses/pip-std"), json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static"}})).await;
+    let (s, _, lbv) = t
+        .put(&t.net("loadBalancers/kubernetes"), lb(&t, "Standard", Some("pip-std")))
+        .await;
+    assert_eq!(s, 201);
+    let pool = lbv["properties"]["backendAddressPools"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vm = t.cmp("virtualMachineScaleSets/k8s-pool1-vmss/virtualMachines/0");
+    let (_, mut vm0) = t.get(&vm, CMP).await;
+    vm0["properties"]["networkProfileConfiguration"]["networkInterfaceConfigurations"][0]["properties"]
+        ["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = json!([{"id": pool}]);
+    t.call(Method::PUT, &vm, CMP, Some(vm0), &[]).await;
+    let doc: Value = t
+        .http
+        .get(&imds)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = doc["loadbalancer"]["publicIpAddresses"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["privateIpAddress"], "10.240.0.4");
+    assert!(list[0]["frontendIpAddress"].as_str().unwrap().starts_with("20."));
+}
