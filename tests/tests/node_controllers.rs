@@ -253,3 +253,88 @@ async fn route_controller_creates_and_removes_pod_cidr_routes() {
     assert_eq!(left.len(), 4, "{left:?} (incl. the unmanaged node's in-memory route)");
     assert!(left.contains(&"192.168.0.0/24".to_string()) && !left.contains(&"10.244.1.0/24".to_string()));
 }
+
+/// ARM faults (5xx, resets, 429 with a short Retry-After) while nodes initialise: everything converges and
+/// no node is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_initialisation_converges_through_arm_faults() {
+    use azure_sim::faults::{FaultKind, FaultRule};
+    let (sim, cfg, _dir) = e2e_tests::sim_with_config(
+        SimOptions::default(),
+        &Scenario::default_cluster(),
+        json!({"useInstanceMetadata": false, "cloudProviderBackoffDuration": 1, "cloudProviderBackoffJitter": 0.1}),
+    )
+    .await;
+    sim.set_faults(vec![
+        FaultRule {
+            method: Some("GET".into()),
+            resource_type: Some("virtualMachines".into()),
+            fault: FaultKind::Status { status: 503 },
+            rate: 0.5,
+            count: Some(3),
+        },
+        FaultRule {
+            method: Some("GET".into()),
+            resource_type: Some("networkInterfaces".into()),
+            fault: FaultKind::Reset,
+            rate: 0.5,
+            count: Some(2),
+        },
+        FaultRule {
+            method: Some("GET".into()),
+            resource_type: Some("virtualMachineScaleSets".into()),
+            fault: FaultKind::Throttle { retry_after_secs: 1 },
+            rate: 1.0,
+            count: Some(1),
+        },
+    ]);
+    let cloud = Arc::new(AzureCloud::new(cfg, &|_| None).await.unwrap());
+    let kube = KubeSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client = e2e_tests::kube_client(&kube).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let names = [
+        "k8s-pool1-vmss000000",
+        "k8s-pool1-vmss000001",
+        "k8s-pool1-vmss000002",
+        "k8s-pool2-0",
+        "k8s-pool2-1",
+    ];
+    for n in names {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": n},
+            "spec": {"taints": [{"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}]}}))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+        set_ready(&nodes, n, false).await; // NotReady: the lifecycle controller looks at every node
+    }
+    let timing = Timing {
+        node_status_update_frequency: Duration::from_secs(60),
+        node_monitor_period: Duration::from_millis(200),
+    };
+    let task = tokio::spawn(controllers::run(client.clone(), cloud.clone(), timing));
+    for _ in 0..300 {
+        let list = nodes.list(&Default::default()).await.unwrap();
+        if list
+            .items
+            .iter()
+            .all(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_ref()).is_some())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = nodes.list(&Default::default()).await.unwrap();
+    assert_eq!(list.items.len(), 5, "no node deleted");
+    assert!(
+        list.items
+            .iter()
+            .all(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_ref()).is_some()),
+        "all initialised"
+    );
+    let faulted = sim
+        .calls()
+        .iter()
+        .filter(|c| c.status == 503 || c.status == 429)
+        .count();
+    assert!(faulted >= 1, "faults were injected");
+    task.abort();
+}
