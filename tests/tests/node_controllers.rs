@@ -113,9 +113,13 @@ async fn nodes_are_initialised_deleted_and_tainted() {
     })
     .await;
     let has_shutdown = |n: Node| {
-        n.spec
-            .and_then(|s| s.taints)
-            .is_some_and(|t| t.iter().any(|t| t.key == SHUTDOWN_TAINT))
+        let t = n.spec.and_then(|s| s.taints).unwrap_or_default();
+        let shut = t.iter().any(|t| t.key == SHUTDOWN_TAINT);
+        let oos = t
+            .iter()
+            .any(|t| t.key == controllers::OUT_OF_SERVICE_TAINT && t.effect == "NoExecute");
+        assert_eq!(shut, oos, "the shutdown and out-of-service taints go together");
+        shut
     };
     eventually("shutdown taint", || async {
         has_shutdown(nodes.get("k8s-pool1-vmss000000").await.unwrap())

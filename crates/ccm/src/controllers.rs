@@ -5,8 +5,8 @@
 //!   the taint (event `Synced`); failures are retried with backoff and reported as events. Addresses of
 //!   every node are refreshed every `node_status_update_frequency`.
 //! - cloud-node-lifecycle: every `node_monitor_period`, a NotReady node is deleted only when the provider
-//!   confirms its instance is gone; a stopped or deallocated instance gets the shutdown taint, removed when
-//!   the node is Ready again. Errors (throttling, timeouts) never delete anything.
+//!   confirms its instance is gone; a stopped or deallocated instance gets the shutdown taint and (as
+//!   upstream Azure does) `node.kubernetes.io/out-of-service:NoExecute`, both removed when the node is Ready. Errors (throttling, timeouts) never delete anything.
 
 use azure_cloud::provider::{CloudError, InstancesV2};
 use futures::StreamExt;
@@ -24,6 +24,9 @@ use std::time::Duration;
 pub const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
 /// The taint of shut-down instances.
 pub const SHUTDOWN_TAINT: &str = "node.cloudprovider.kubernetes.io/shutdown";
+/// The non-graceful-shutdown taint Azure adds to NotReady nodes whose instance is shut down (upstream
+/// `updateNodeTaint`), so their pods and volumes are released.
+pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
 /// The component name on events.
 pub const COMPONENT: &str = "cloud-node-controller";
 
@@ -231,14 +234,18 @@ pub async fn lifecycle_pass(api: &Api<Node>, cloud: &dyn InstancesV2, recorder: 
     for node in nodes {
         let name = node.name_any();
         if is_ready(&node) {
-            if has_taint(&node, SHUTDOWN_TAINT) {
-                let p = json!({"spec": {"taints": taints_without(&node, SHUTDOWN_TAINT)}});
+            if has_taint(&node, SHUTDOWN_TAINT) || has_taint(&node, OUT_OF_SERVICE_TAINT) {
+                let kept: Vec<Taint> = taints_without(&node, SHUTDOWN_TAINT)
+                    .into_iter()
+                    .filter(|t| t.key != OUT_OF_SERVICE_TAINT)
+                    .collect();
+                let p = json!({"spec": {"taints": kept}});
                 if api
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&p))
                     .await
                     .is_ok()
                 {
-                    tracing::info!(node = %name, "removed shutdown taint");
+                    tracing::info!(node = %name, "node is Ready: removed shutdown and out-of-service taints");
                 }
             }
             continue;
@@ -268,11 +275,20 @@ pub async fn lifecycle_pass(api: &Api<Node>, cloud: &dyn InstancesV2, recorder: 
             }
         }
         match cloud.instance_shutdown(&node).await {
-            Ok(true) if !has_taint(&node, SHUTDOWN_TAINT) => {
-                let mut taints = taints_without(&node, SHUTDOWN_TAINT);
+            Ok(true) if !has_taint(&node, SHUTDOWN_TAINT) || !has_taint(&node, OUT_OF_SERVICE_TAINT) => {
+                let mut taints: Vec<Taint> = taints_without(&node, SHUTDOWN_TAINT)
+                    .into_iter()
+                    .filter(|t| t.key != OUT_OF_SERVICE_TAINT)
+                    .collect();
                 taints.push(Taint {
                     key: SHUTDOWN_TAINT.into(),
                     effect: "NoSchedule".into(),
+                    ..Default::default()
+                });
+                taints.push(Taint {
+                    key: OUT_OF_SERVICE_TAINT.into(),
+                    value: Some("nodeshutdown".into()),
+                    effect: "NoExecute".into(),
                     ..Default::default()
                 });
                 let p = json!({"spec": {"taints": taints}});
@@ -281,7 +297,7 @@ pub async fn lifecycle_pass(api: &Api<Node>, cloud: &dyn InstancesV2, recorder: 
                     .await
                     .is_ok()
                 {
-                    tracing::info!(node = %name, "instance is shut down: tainted");
+                    tracing::info!(node = %name, "instance is shut down: tainted shutdown and out-of-service");
                 }
             }
             Ok(_) => {}
