@@ -34,6 +34,26 @@ async fn set_ready(api: &Api<Node>, name: &str, ready: bool) {
         .unwrap();
 }
 
+/// The default cluster's VMs, as node names.
+const DEFAULT_NODES: [&str; 5] = [
+    "k8s-pool1-vmss000000",
+    "k8s-pool1-vmss000001",
+    "k8s-pool1-vmss000002",
+    "k8s-pool2-0",
+    "k8s-pool2-1",
+];
+
+/// Registers nodes as kubelets with `--cloud-provider=external` do (tainted uninitialised), Ready or not.
+async fn register_uninitialised(api: &Api<Node>, names: &[&str], ready: bool) {
+    for n in names {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": n},
+            "spec": {"taints": [{"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}]}}))
+        .unwrap();
+        api.create(&PostParams::default(), &node).await.unwrap();
+        set_ready(api, n, ready).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_are_initialised_deleted_and_tainted() {
     let (sim, cfg, _dir) = e2e_tests::sim_with_config(
@@ -46,22 +66,7 @@ async fn nodes_are_initialised_deleted_and_tainted() {
     let kube = KubeSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let client = e2e_tests::kube_client(&kube).await;
     let nodes: Api<Node> = Api::all(client.clone());
-    let names = [
-        "k8s-pool1-vmss000000",
-        "k8s-pool1-vmss000001",
-        "k8s-pool1-vmss000002",
-        "k8s-pool2-0",
-        "k8s-pool2-1",
-    ];
-    for n in names {
-        let node: Node = serde_json::from_value(json!({
-            "metadata": {"name": n},
-            "spec": {"taints": [{"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}]},
-        }))
-        .unwrap();
-        nodes.create(&PostParams::default(), &node).await.unwrap();
-        set_ready(&nodes, n, true).await;
-    }
+    register_uninitialised(&nodes, &DEFAULT_NODES, true).await;
     let timing = Timing {
         node_status_update_frequency: Duration::from_secs(60),
         node_monitor_period: Duration::from_millis(200),
@@ -296,20 +301,7 @@ async fn node_initialisation_converges_through_arm_faults() {
     let kube = KubeSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let client = e2e_tests::kube_client(&kube).await;
     let nodes: Api<Node> = Api::all(client.clone());
-    let names = [
-        "k8s-pool1-vmss000000",
-        "k8s-pool1-vmss000001",
-        "k8s-pool1-vmss000002",
-        "k8s-pool2-0",
-        "k8s-pool2-1",
-    ];
-    for n in names {
-        let node: Node = serde_json::from_value(json!({"metadata": {"name": n},
-            "spec": {"taints": [{"key": UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}]}}))
-        .unwrap();
-        nodes.create(&PostParams::default(), &node).await.unwrap();
-        set_ready(&nodes, n, false).await; // NotReady: the lifecycle controller looks at every node
-    }
+    register_uninitialised(&nodes, &DEFAULT_NODES, false).await;
     let timing = Timing {
         node_status_update_frequency: Duration::from_secs(60),
         node_monitor_period: Duration::from_millis(200),
