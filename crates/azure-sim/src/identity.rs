@@ -185,21 +185,6 @@ pub(crate) async fn imds_token(
     resp
 }
 
-/// The NIC ids of a VM or scale-set instance body.
-fn nic_ids(vm: &Value) -> Vec<String> {
-    vm.get("properties")
-        .and_then(|p| p.get("networkProfile"))
-        .and_then(|n| n.get("networkInterfaces"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|n| n.get("id").and_then(Value::as_str))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// `GET /metadata/instance` for the simulator's "local" VM.
 pub(crate) async fn imds_instance(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let resp = if !metadata_header_ok(&headers) {
@@ -240,7 +225,7 @@ fn instance_document(s: &Shared) -> Option<Value> {
         ),
     };
     let mut interfaces = Vec::new();
-    for nic_id in nic_ids(&vm) {
+    for nic_id in crate::store::nic_ids(&vm) {
         let Some(nic) = store.get(&nic_id) else { continue };
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
@@ -324,7 +309,7 @@ fn public_frontends(s: &Shared) -> Vec<Value> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for nic_id in nic_ids(&vm) {
+    for nic_id in crate::store::nic_ids(&vm) {
         let Some(nic) = store.get(&nic_id) else { continue };
         for ipc in prop_array(&nic.body, "ipConfigurations") {
             let private = str_at(ipc, &["properties", "privateIPAddress"])

@@ -346,17 +346,7 @@ pub fn propagate(store: &mut Store, arm_type: &str, body: &Value) {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let nic_ids: Vec<String> = body
-        .pointer("/properties/networkProfile/networkInterfaces")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|n| n.get("id").and_then(Value::as_str))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    for nic_id in nic_ids {
+    for nic_id in crate::store::nic_ids(body) {
         let Some(nic) = store.get(&nic_id).map(|r| r.body.clone()) else {
             continue;
         };

@@ -512,17 +512,7 @@ pub fn remove_vm(store: &mut Store, vm_id: &str) -> Result<(), String> {
         .ok_or_else(|| format!("{vm_id} not found"))?
         .body
         .clone();
-    let nics: Vec<String> = vm
-        .pointer("/properties/networkProfile/networkInterfaces")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|n| n.get("id").and_then(Value::as_str))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    for nic in nics {
+    for nic in crate::store::nic_ids(&vm) {
         if let Some(n) = store.get(&nic).map(|r| r.body.clone()) {
             crate::rules::release_addresses(store, &n);
         }

@@ -252,3 +252,16 @@ pub fn prop_array<'a>(v: &'a Value, name: &str) -> &'a [Value] {
         .map(Vec::as_slice)
         .unwrap_or(&[])
 }
+
+/// The NIC ids of a VM or scale-set instance body (`properties.networkProfile.networkInterfaces[].id`).
+pub fn nic_ids(vm: &Value) -> Vec<String> {
+    vm.pointer("/properties/networkProfile/networkInterfaces")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.get("id").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
