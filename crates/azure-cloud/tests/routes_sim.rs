@@ -76,10 +76,8 @@ fn route_table_writes(sim: &AzureSim) -> (usize, usize) {
     )
 }
 
-#[tokio::test]
-async fn create_list_delete_and_legacy_cleanup() {
-    let (sim, cloud, _d) = setup(&Scenario::default_cluster()).await;
-    // A legacy route (plain node name) from an older cluster.
+/// Puts routes straight into the sim's route table, as an older cluster or another writer left them.
+fn seed_routes(sim: &AzureSim, routes: Value) {
     let c = sim.cluster().clone();
     let rt_id = format!(
         "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/routeTables/{}",
@@ -87,9 +85,20 @@ async fn create_list_delete_and_legacy_cleanup() {
     );
     sim.with_store(|s, _| {
         let mut body = s.get(&rt_id).unwrap().body.clone();
-        body["properties"]["routes"] = json!([{"name": "k8s-pool2-0", "properties": {"addressPrefix": "10.244.9.0/24", "nextHopType": "VirtualAppliance", "nextHopIpAddress": "10.240.0.7"}}]);
+        body["properties"]["routes"] = routes;
         s.put(&rt_id, "Microsoft.Network/routeTables", body, 0);
     });
+}
+
+#[tokio::test]
+async fn create_list_delete_and_legacy_cleanup() {
+    let (sim, cloud, _d) = setup(&Scenario::default_cluster()).await;
+    let c = sim.cluster().clone();
+    // A legacy route (plain node name) from an older cluster.
+    seed_routes(
+        &sim,
+        json!([{"name": "k8s-pool2-0", "properties": {"addressPrefix": "10.244.9.0/24", "nextHopType": "VirtualAppliance", "nextHopIpAddress": "10.240.0.7"}}]),
+    );
     cloud
         .create_route("kubernetes", "uid-1", &route("k8s-pool1-vmss000001", "10.244.1.0/24"))
         .await
@@ -237,17 +246,8 @@ async fn missing_table_is_created_and_unmanaged_nodes_stay_in_memory() {
 #[tokio::test]
 async fn the_route_limit_is_reported() {
     let (sim, cloud, _d) = setup(&Scenario::default_cluster()).await;
-    let c = sim.cluster().clone();
-    let rt_id = format!(
-        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/routeTables/{}",
-        c.subscription, c.resource_group, c.route_table
-    );
-    sim.with_store(|s, _| {
-        let mut body = s.get(&rt_id).unwrap().body.clone();
-        let routes: Vec<Value> = (0..400).map(|i| json!({"name": format!("n{i}____x"), "properties": {"addressPrefix": format!("10.{}.{}.0/24", i / 256, i % 256), "nextHopType": "VirtualAppliance", "nextHopIpAddress": "10.240.0.4"}})).collect();
-        body["properties"]["routes"] = json!(routes);
-        s.put(&rt_id, "Microsoft.Network/routeTables", body, 0);
-    });
+    let routes: Vec<Value> = (0..400).map(|i| json!({"name": format!("n{i}____x"), "properties": {"addressPrefix": format!("10.{}.{}.0/24", i / 256, i % 256), "nextHopType": "VirtualAppliance", "nextHopIpAddress": "10.240.0.4"}})).collect();
+    seed_routes(&sim, json!(routes));
     let err = cloud
         .create_route("kubernetes", "", &route("k8s-pool2-1", "10.244.3.0/24"))
         .await
