@@ -73,6 +73,7 @@ pub struct AzureCloud {
     imds: Option<Imds>,
     arm: Option<Arc<ArmClient>>,
     routes: Option<crate::routes::RouteTableWriter>,
+    lb: crate::loadbalancer::service::LoadBalancerApplier,
 }
 
 impl AzureCloud {
@@ -138,13 +139,16 @@ impl AzureCloud {
         };
         let routes = (!cfg.route_table_name.is_empty())
             .then(|| crate::routes::RouteTableWriter::new(&cfg, clients.route_tables.clone(), vmset.clone()));
+        let cfg = Arc::new(cfg);
+        let lb = crate::loadbalancer::service::LoadBalancerApplier::new(cfg.clone(), clients.clone(), vmset.clone());
         Ok(Self {
-            cfg: Arc::new(cfg),
+            cfg,
             clients,
             vmset,
             imds,
             arm: None,
             routes,
+            lb,
         })
     }
 
@@ -166,6 +170,11 @@ impl AzureCloud {
     /// The ARM pipeline (metrics, gates), when built by [`AzureCloud::new`].
     pub fn arm(&self) -> Option<&Arc<ArmClient>> {
         self.arm.as_ref()
+    }
+
+    /// The load-balancer applier (e.g. to set where Warning events go).
+    pub fn load_balancers(&self) -> &crate::loadbalancer::service::LoadBalancerApplier {
+        &self.lb
     }
 
     /// The route-table writer (`routeTableName` must be set).
@@ -364,5 +373,46 @@ impl Zones for AzureCloud {
 
     async fn get_zone_by_node_name(&self, node_name: &str) -> Result<Zone, CloudError> {
         Self::zone_of(&*self.vmset.node(node_name).await?)
+    }
+}
+
+#[async_trait]
+impl crate::provider::LoadBalancer for AzureCloud {
+    async fn get_load_balancer(
+        &self,
+        cluster_name: &str,
+        service: &k8s_openapi::api::core::v1::Service,
+    ) -> Result<Option<k8s_openapi::api::core::v1::LoadBalancerStatus>, CloudError> {
+        self.lb.get(cluster_name, service).await
+    }
+
+    fn get_load_balancer_name(&self, cluster_name: &str, service: &k8s_openapi::api::core::v1::Service) -> String {
+        self.lb.name(cluster_name, service)
+    }
+
+    async fn ensure_load_balancer(
+        &self,
+        cluster_name: &str,
+        service: &k8s_openapi::api::core::v1::Service,
+        nodes: &[Node],
+    ) -> Result<k8s_openapi::api::core::v1::LoadBalancerStatus, CloudError> {
+        self.lb.ensure(cluster_name, service, nodes).await
+    }
+
+    async fn update_load_balancer(
+        &self,
+        cluster_name: &str,
+        service: &k8s_openapi::api::core::v1::Service,
+        nodes: &[Node],
+    ) -> Result<(), CloudError> {
+        self.lb.update(cluster_name, service, nodes).await
+    }
+
+    async fn ensure_load_balancer_deleted(
+        &self,
+        cluster_name: &str,
+        service: &k8s_openapi::api::core::v1::Service,
+    ) -> Result<(), CloudError> {
+        self.lb.delete(cluster_name, service).await
     }
 }

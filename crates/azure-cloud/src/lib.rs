@@ -6,6 +6,7 @@
 
 pub mod arm;
 pub mod auth;
+pub mod batch;
 pub mod cloud;
 pub mod config;
 pub mod http;

@@ -7,20 +7,16 @@
 //! (`kubernetes.azure.com/managed=false`) are kept in memory and never reach ARM.
 
 use crate::arm::{ArmError, RouteTables};
+use crate::batch::GroupCommit;
 use crate::config::CloudConfig;
 use crate::provider::{CloudError, Route, Routes};
 use crate::vmset::VmSet;
 use azure_mgmt_network::models as network;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
 
 /// Separator of node name and CIDR in route names (upstream's dual-stack naming, used in production).
 pub const ROUTE_NAME_SEPARATOR: &str = "____";
-/// One step of the coalescing window of a burst of route changes.
-pub const COALESCE_STEP: std::time::Duration = std::time::Duration::from_millis(2);
-/// The longest a burst waits to gather before its first write.
-pub const COALESCE_MAX: std::time::Duration = std::time::Duration::from_millis(50);
 /// Azure's limit of routes per route table.
 pub const MAX_ROUTES_PER_TABLE: usize = 400;
 
@@ -138,16 +134,6 @@ fn to_routes(set: &RouteSet) -> Vec<network::Route> {
         .collect()
 }
 
-struct LeaderGuard<'a>(&'a Mutex<bool>);
-
-impl Drop for LeaderGuard<'_> {
-    fn drop(&mut self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = false;
-    }
-}
-
-type Pending = Vec<(RouteOp, oneshot::Sender<Result<(), CloudError>>)>;
-
 /// The route-table writer of one cluster.
 pub struct RouteTableWriter {
     client: Arc<dyn RouteTables>,
@@ -156,8 +142,7 @@ pub struct RouteTableWriter {
     table: String,
     location: String,
     tags: BTreeMap<String, String>,
-    pending: Mutex<Pending>,
-    applying: Mutex<bool>,
+    queue: GroupCommit<RouteOp, Result<(), CloudError>>,
     /// The table as our last write returned it (ETag included): saves the GET of the next batch.
     last: Mutex<Option<network::RouteTable>>,
     unmanaged_nodes: Mutex<std::collections::HashSet<String>>,
@@ -179,8 +164,7 @@ impl RouteTableWriter {
             table: cfg.route_table_name.clone(),
             location: cfg.location.clone(),
             tags,
-            pending: Mutex::new(Vec::new()),
-            applying: Mutex::new(false),
+            queue: GroupCommit::new(),
             last: Mutex::new(None),
             unmanaged_nodes: Mutex::new(Default::default()),
             unmanaged_routes: Mutex::new(HashMap::new()),
@@ -204,56 +188,13 @@ impl RouteTableWriter {
             .contains(node)
     }
 
-    /// Queues a change and waits for its result; the first caller to find no applier running applies
-    /// every pending change, batch after batch, until none is left.
+    /// Queues a change and waits for its result; concurrent changes are group-committed (one read and one
+    /// write per batch).
     pub async fn submit(&self, op: RouteOp) -> Result<(), CloudError> {
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push((op, tx));
-        let lead = {
-            let mut a = self.applying.lock().unwrap_or_else(|p| p.into_inner());
-            if *a {
-                false
-            } else {
-                *a = true;
-                true
-            }
-        };
-        if lead {
-            // Whatever happens to this caller (even a dropped future), the next submitter can lead.
-            let _guard = LeaderGuard(&self.applying);
-            self.coalesce().await;
-            loop {
-                let batch: Pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-                if batch.is_empty() {
-                    let mut a = self.applying.lock().unwrap_or_else(|p| p.into_inner());
-                    // Re-check under the flag lock: a change queued after the take must not be stranded.
-                    if self.pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
-                        *a = false;
-                        std::mem::forget(_guard);
-                        break;
-                    }
-                    continue;
-                }
-                self.apply(batch).await;
-            }
-        }
-        rx.await
-            .unwrap_or_else(|_| Err(CloudError::Azure("route update was abandoned".into())))
-    }
-
-    /// Lets a burst of concurrent changes gather before the first write: waits while changes keep
-    /// arriving, a few milliseconds at a time, at most [`COALESCE_MAX`]. A lone change waits one step.
-    async fn coalesce(&self) {
-        let deadline = tokio::time::Instant::now() + COALESCE_MAX;
-        let mut seen = 0;
-        loop {
-            tokio::time::sleep(COALESCE_STEP).await;
-            let n = self.pending.lock().unwrap_or_else(|p| p.into_inner()).len();
-            if n == seen || tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            seen = n;
-        }
+        self.queue
+            .submit(op, |ops| self.apply(ops))
+            .await
+            .unwrap_or_else(|| Err(CloudError::Azure("route update was abandoned".into())))
     }
 
     async fn read(&self, fresh: bool) -> Result<Option<network::RouteTable>, ArmError> {
@@ -269,20 +210,13 @@ impl RouteTableWriter {
         }
     }
 
-    async fn apply(&self, batch: Pending) {
-        let ops: Vec<RouteOp> = batch.iter().map(|(o, _)| o.clone()).collect();
-        let outcome = self.apply_ops(&ops).await;
-        match outcome {
-            Ok(results) => {
-                for ((_, tx), r) in batch.into_iter().zip(results) {
-                    let _ = tx.send(r.map_err(CloudError::InvalidInput));
-                }
-            }
-            Err(e) => {
-                for (_, tx) in batch {
-                    let _ = tx.send(Err(CloudError::Azure(e.to_string())));
-                }
-            }
+    async fn apply(&self, ops: Vec<RouteOp>) -> Vec<Result<(), CloudError>> {
+        match self.apply_ops(&ops).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(CloudError::InvalidInput))
+                .collect(),
+            Err(e) => ops.iter().map(|_| Err(CloudError::Azure(e.to_string()))).collect(),
         }
     }
 

@@ -1,37 +1,17 @@
 //! Instances, InstancesV2 and Zones for both VM types against azure-sim, with runtime changes and call counts.
 
-use azure_cloud::config::CloudConfig;
+mod common;
+use common::{cloud_for, no_env};
+
 use azure_cloud::provider::{Instances, InstancesV2, Zones};
 use azure_cloud::AzureCloud;
 use azure_sim::faults::{FaultKind, FaultRule};
 use azure_sim::scenario::{AvailabilitySetSpec, ScaleSetSpec, Scenario};
-use azure_sim::{AzureSim, SimOptions};
+
 use k8s_openapi::api::core::v1::{Node, NodeSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 use std::time::Duration;
-
-fn no_env(_: &str) -> Option<String> {
-    None
-}
-
-async fn cloud_for(scenario: &Scenario, tweak: serde_json::Value) -> (AzureSim, AzureCloud, tempfile::TempDir) {
-    let sim = AzureSim::start("127.0.0.1:0".parse().unwrap(), SimOptions::default(), scenario)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("azure.json");
-    sim.write_config(&path).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    v["useInstanceMetadata"] = json!(false);
-    for (k, val) in tweak.as_object().unwrap() {
-        v[k] = val.clone();
-    }
-    let (cfg, _) = CloudConfig::parse(&v.to_string(), &no_env).unwrap();
-    let cloud = AzureCloud::new(cfg, &no_env).await.unwrap();
-    sim.reset_calls();
-    (sim, cloud, dir)
-}
 
 fn node(name: &str, provider_id: Option<&str>) -> Node {
     Node {

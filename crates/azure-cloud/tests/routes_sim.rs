@@ -1,28 +1,16 @@
 //! Routes against azure-sim: create/list/delete, batching, legacy names, missing table, unmanaged nodes.
 
-use azure_cloud::config::CloudConfig;
+mod common;
+use common::cloud_for;
+
 use azure_cloud::provider::{Route, Routes};
 use azure_cloud::AzureCloud;
 use azure_sim::scenario::{ScaleSetSpec, Scenario};
-use azure_sim::{AzureSim, SimOptions};
+use azure_sim::AzureSim;
 use serde_json::{json, Value};
 
-fn no_env(_: &str) -> Option<String> {
-    None
-}
-
 async fn setup(scenario: &Scenario) -> (AzureSim, AzureCloud, tempfile::TempDir) {
-    let sim = AzureSim::start("127.0.0.1:0".parse().unwrap(), SimOptions::default(), scenario)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("azure.json");
-    sim.write_config(&path).unwrap();
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    v["useInstanceMetadata"] = json!(false);
-    let (cfg, _) = CloudConfig::parse(&v.to_string(), &no_env).unwrap();
-    let cloud = AzureCloud::new(cfg, &no_env).await.unwrap();
-    (sim, cloud, dir)
+    cloud_for(scenario, json!({})).await
 }
 
 fn route(node: &str, cidr: &str) -> Route {

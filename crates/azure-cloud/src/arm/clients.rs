@@ -51,6 +51,13 @@ etagged!(
     network::Route
 );
 
+/// A raw JSON body (edited from what ARM returned) carries its ETag at `etag`.
+impl Etagged for serde_json::Value {
+    fn etag(&self) -> Option<&str> {
+        self.get("etag").and_then(serde_json::Value::as_str)
+    }
+}
+
 /// Virtual machines.
 #[async_trait]
 pub trait VirtualMachines: Send + Sync {
@@ -97,12 +104,13 @@ pub trait VirtualMachineScaleSets: Send + Sync {
         name: &str,
         vmss: &compute::VirtualMachineScaleSet,
     ) -> Result<compute::VirtualMachineScaleSet, ArmError>;
-    /// PATCH of the model.
+    /// PATCH of the model. The body is JSON so that an emptied list is sent as `[]` (the generated models
+    /// drop empty lists, which ARM would read as "unchanged").
     async fn update(
         &self,
         rg: &str,
         name: &str,
-        patch: &compute::VirtualMachineScaleSetUpdate,
+        patch: &serde_json::Value,
     ) -> Result<compute::VirtualMachineScaleSet, ArmError>;
 }
 
@@ -124,14 +132,14 @@ pub trait VirtualMachineScaleSetVms: Send + Sync {
         vmss: &str,
         instance_view: bool,
     ) -> Result<Vec<compute::VirtualMachineScaleSetVm>, ArmError>;
-    /// PUT of one instance (If-Match).
+    /// PUT of one instance (If-Match on the body's `etag`). JSON body: emptied lists must be sent as `[]`.
     async fn update(
         &self,
         rg: &str,
         vmss: &str,
         instance_id: &str,
-        vm: &compute::VirtualMachineScaleSetVm,
-    ) -> Result<compute::VirtualMachineScaleSetVm, ArmError>;
+        vm: &serde_json::Value,
+    ) -> Result<serde_json::Value, ArmError>;
     /// GET `.../instanceView`.
     async fn instance_view(
         &self,
@@ -148,13 +156,13 @@ pub trait NetworkInterfaces: Send + Sync {
     async fn get(&self, rg: &str, name: &str) -> Result<network::NetworkInterface, ArmError>;
     /// LIST by resource group.
     async fn list(&self, rg: &str) -> Result<Vec<network::NetworkInterface>, ArmError>;
-    /// PUT (If-Match).
+    /// PUT (If-Match on the body's `etag`). JSON body: emptied lists must be sent as `[]`.
     async fn create_or_update(
         &self,
         rg: &str,
         name: &str,
-        nic: &network::NetworkInterface,
-    ) -> Result<network::NetworkInterface, ArmError>;
+        nic: &serde_json::Value,
+    ) -> Result<serde_json::Value, ArmError>;
     /// GET a scale-set instance NIC.
     async fn get_scale_set_nic(
         &self,
@@ -510,7 +518,7 @@ impl VirtualMachineScaleSets for AzureClients {
         &self,
         rg: &str,
         name: &str,
-        patch: &compute::VirtualMachineScaleSetUpdate,
+        patch: &serde_json::Value,
     ) -> Result<compute::VirtualMachineScaleSet, ArmError> {
         let p = self.path(SS_PATCH, rg, &[("virtualMachineScaleSets", name)], None)?;
         self.write(Method::PATCH, SS_PATCH, p, COMPUTE_API_VERSION, patch, None)
@@ -583,8 +591,8 @@ impl VirtualMachineScaleSetVms for AzureClients {
         rg: &str,
         vmss: &str,
         instance_id: &str,
-        vm: &compute::VirtualMachineScaleSetVm,
-    ) -> Result<compute::VirtualMachineScaleSetVm, ArmError> {
+        vm: &serde_json::Value,
+    ) -> Result<serde_json::Value, ArmError> {
         let p = self.path(
             SSVM_PUT,
             rg,
@@ -648,8 +656,8 @@ impl NetworkInterfaces for AzureClients {
         &self,
         rg: &str,
         name: &str,
-        nic: &network::NetworkInterface,
-    ) -> Result<network::NetworkInterface, ArmError> {
+        nic: &serde_json::Value,
+    ) -> Result<serde_json::Value, ArmError> {
         let p = self.path(NIC_PUT, rg, &[("networkInterfaces", name)], None)?;
         self.put(NIC_PUT, p, NETWORK_API_VERSION, nic).await
     }

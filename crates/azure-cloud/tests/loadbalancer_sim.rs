@@ -1,0 +1,514 @@
+//! LoadBalancer against azure-sim: both vmTypes, external/internal, nodeIP and nodeIPConfiguration pools,
+//! many services at once, idempotence, a concurrent writer, bad input, and a leak check after every delete.
+
+mod common;
+use common::cloud_for;
+
+use azure_cloud::provider::{InstancesV2, LoadBalancer};
+use azure_cloud::AzureCloud;
+use azure_sim::scenario::{AvailabilitySetSpec, ScaleSetSpec, Scenario};
+use azure_sim::AzureSim;
+use k8s_openapi::api::core::v1::{Node, Service};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+const CLUSTER: &str = "kubernetes";
+
+async fn setup(scenario: &Scenario, overrides: Value) -> (AzureSim, Arc<AzureCloud>, tempfile::TempDir) {
+    let (sim, cloud, dir) = cloud_for(scenario, overrides).await;
+    (sim, Arc::new(cloud), dir)
+}
+
+/// Nodes as the node controller leaves them (addresses from the provider).
+async fn nodes(cloud: &AzureCloud, names: &[&str]) -> Vec<Node> {
+    let mut out = Vec::new();
+    for n in names {
+        let mut node: Node = serde_json::from_value(json!({"metadata": {"name": n}})).unwrap();
+        let md = cloud.instance_metadata(&node).await.unwrap();
+        node.spec = Some(serde_json::from_value(json!({"providerID": md.provider_id})).unwrap());
+        node.status = Some(serde_json::from_value(json!({"addresses": md.node_addresses})).unwrap());
+        out.push(node);
+    }
+    out
+}
+
+const DEFAULT_NODES: [&str; 5] = [
+    "k8s-pool1-vmss000000",
+    "k8s-pool1-vmss000001",
+    "k8s-pool1-vmss000002",
+    "k8s-pool2-0",
+    "k8s-pool2-1",
+];
+
+fn service(name: &str, uid: &str, ports: &[i32], annotations: Value) -> Service {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"name": format!("p{p}"), "port": p, "nodePort": 30000 + p, "protocol": "TCP"}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "uid": uid, "annotations": annotations},
+        "spec": {"type": "LoadBalancer", "ports": ports},
+    }))
+    .unwrap()
+}
+
+fn uid(i: usize) -> String {
+    format!("{i:08}-0000-0000-0000-000000000000")
+}
+
+fn rg_id(sim: &AzureSim) -> String {
+    let c = sim.cluster();
+    format!("/subscriptions/{}/resourceGroups/{}", c.subscription, c.resource_group)
+}
+
+fn lb(sim: &AzureSim, name: &str) -> Option<Value> {
+    sim.resource(&format!(
+        "{}/providers/Microsoft.Network/loadBalancers/{name}",
+        rg_id(sim)
+    ))
+}
+
+fn nsg_rules(sim: &AzureSim) -> Vec<Value> {
+    let c = sim.cluster();
+    let nsg = sim
+        .resource(&format!(
+            "{}/providers/Microsoft.Network/networkSecurityGroups/{}",
+            rg_id(sim),
+            c.nsg
+        ))
+        .unwrap();
+    nsg["properties"]["securityRules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn count(v: &Value, prop: &str) -> usize {
+    v["properties"][prop].as_array().map(Vec::len).unwrap_or(0)
+}
+
+fn public_ips(sim: &AzureSim) -> Vec<Value> {
+    sim.with_store(|s, _| {
+        s.all()
+            .filter(|r| r.id.to_ascii_lowercase().contains("/publicipaddresses/"))
+            .map(|r| r.body.clone())
+            .collect()
+    })
+}
+
+/// Writes (PUT/PATCH/DELETE) per resource type since the last reset.
+fn writes(sim: &AzureSim) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for c in sim.calls() {
+        if c.is_arm() && matches!(c.method.as_str(), "PUT" | "PATCH" | "DELETE") {
+            *m.entry(format!("{} {}", c.method, c.resource_type)).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+fn total_writes(sim: &AzureSim) -> usize {
+    writes(sim).values().sum()
+}
+
+/// Nothing of ours is left: no LB, no managed PIP, no managed security rule, no NIC or scale set pointing
+/// at a backend pool.
+fn assert_no_leftovers(sim: &AzureSim) {
+    assert!(lb(sim, CLUSTER).is_none(), "external LB deleted");
+    assert!(lb(sim, &format!("{CLUSTER}-internal")).is_none(), "internal LB deleted");
+    assert!(public_ips(sim).is_empty(), "PIPs left: {:?}", public_ips(sim));
+    let rules: Vec<String> = nsg_rules(sim)
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+        .filter(|n| n.starts_with("k8s-azure-lb"))
+        .collect();
+    assert!(rules.is_empty(), "security rules left: {rules:?}");
+    let refs: Vec<String> = sim.with_store(|s, _| {
+        s.all()
+            .filter(|r| {
+                r.body
+                    .to_string()
+                    .to_ascii_lowercase()
+                    .contains("/backendaddresspools/")
+            })
+            .map(|r| r.id.clone())
+            .collect()
+    });
+    assert!(refs.is_empty(), "still referencing a backend pool: {refs:?}");
+}
+
+fn ingress(status: &k8s_openapi::api::core::v1::LoadBalancerStatus) -> Vec<String> {
+    status
+        .ingress
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| i.ip)
+        .collect()
+}
+
+#[tokio::test]
+async fn external_service_lifecycle_on_a_mixed_scale_set_cluster() {
+    let (sim, cloud, _d) = setup(&Scenario::default_cluster(), json!({})).await;
+    let nodes = nodes(&cloud, &DEFAULT_NODES).await;
+    let svc = service("web", &uid(1), &[80, 443], json!({}));
+    sim.reset_calls();
+    let status = cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await.unwrap();
+    let ips = ingress(&status);
+    assert_eq!(ips.len(), 1);
+    let lbv = lb(&sim, CLUSTER).expect("LB created");
+    assert_eq!(lbv["sku"]["name"], "Standard");
+    assert_eq!(count(&lbv, "frontendIPConfigurations"), 1);
+    assert_eq!(count(&lbv, "loadBalancingRules"), 2);
+    assert_eq!(count(&lbv, "probes"), 2);
+    let base = "a00000001000000000000000000000000"[..32].to_string();
+    assert_eq!(
+        lbv["properties"]["loadBalancingRules"][0]["name"],
+        format!("{base}-TCP-80")
+    );
+    let pips = public_ips(&sim);
+    assert_eq!(pips.len(), 1);
+    assert_eq!(pips[0]["name"], format!("{CLUSTER}-{base}"));
+    assert_eq!(pips[0]["properties"]["ipAddress"], ips[0].as_str());
+    assert_eq!(pips[0]["tags"]["k8s-azure-service"], "default/web");
+    // One aggregated allow rule from Internet to the service's IP, ports 443 and 80.
+    let rules = nsg_rules(&sim);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert!(rules[0]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("k8s-azure-lb_allow_IPv4_"));
+    assert_eq!(rules[0]["properties"]["destinationAddressPrefix"], ips[0].as_str());
+    assert_eq!(rules[0]["properties"]["sourceAddressPrefix"], "Internet");
+    // Every node's NIC is in the pool: scale-set instances (model + instances) and availability-set VMs.
+    let pool = format!(
+        "{}/providers/Microsoft.Network/loadBalancers/{CLUSTER}/backendAddressPools/{CLUSTER}",
+        rg_id(&sim)
+    )
+    .to_ascii_lowercase();
+    let members = sim.with_store(|s, _| {
+        s.all()
+            .filter(|r| r.id.to_ascii_lowercase().contains("/networkinterfaces/"))
+            .filter(|r| r.body.to_string().to_ascii_lowercase().contains(&pool))
+            .count()
+    });
+    assert_eq!(members, 5, "all five NICs joined the pool");
+    let w = writes(&sim);
+    assert_eq!(w.get("PUT Microsoft.Network/publicIPAddresses"), Some(&1));
+    assert_eq!(w.get("PUT Microsoft.Network/loadBalancers"), Some(&1));
+    assert_eq!(w.get("PUT Microsoft.Network/networkSecurityGroups"), Some(&1));
+    assert_eq!(w.get("PATCH Microsoft.Compute/virtualMachineScaleSets"), Some(&1));
+    assert_eq!(
+        w.get("PUT Microsoft.Compute/virtualMachineScaleSets/virtualMachines"),
+        Some(&3)
+    );
+    assert_eq!(w.get("PUT Microsoft.Network/networkInterfaces"), Some(&2));
+
+    // Nothing changed: zero writes.
+    sim.reset_calls();
+    let again = cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await.unwrap();
+    assert_eq!(ingress(&again), ips);
+    assert_eq!(total_writes(&sim), 0, "{:?}", writes(&sim));
+    assert_eq!(
+        cloud
+            .get_load_balancer(CLUSTER, &svc)
+            .await
+            .unwrap()
+            .map(|s| ingress(&s)),
+        Some(ips.clone())
+    );
+
+    // Port change: rules follow, the IP stays.
+    let svc2 = service("web", &uid(1), &[8080], json!({}));
+    let status = cloud.ensure_load_balancer(CLUSTER, &svc2, &nodes).await.unwrap();
+    assert_eq!(ingress(&status), ips);
+    let lbv = lb(&sim, CLUSTER).unwrap();
+    assert_eq!(count(&lbv, "loadBalancingRules"), 1);
+    assert_eq!(nsg_rules(&sim).len(), 1);
+    assert_eq!(nsg_rules(&sim)[0]["properties"]["destinationPortRange"], "8080");
+
+    cloud.ensure_load_balancer_deleted(CLUSTER, &svc2).await.unwrap();
+    assert_no_leftovers(&sim);
+    assert_eq!(cloud.get_load_balancer(CLUSTER, &svc2).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn many_services_at_once_share_few_writes_node_ip_pools() {
+    let scenario = Scenario {
+        scale_sets: vec![ScaleSetSpec {
+            name: "pool".into(),
+            computer_name_prefix: Some("pool".into()),
+            instances: 20,
+            ..Default::default()
+        }],
+        ..Scenario::default()
+    };
+    let (sim, cloud, _d) = setup(&scenario, json!({"loadBalancerBackendPoolConfigurationType": "nodeIP"})).await;
+    let names: Vec<String> = (0..20)
+        .map(|i| format!("pool{}", azure_sim::scenario::base36_suffix(i)))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let nodes = Arc::new(nodes(&cloud, &refs).await);
+    sim.reset_calls();
+    let n = 40;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (cloud, nodes) = (cloud.clone(), nodes.clone());
+        tasks.push(tokio::spawn(async move {
+            let svc = service(&format!("s{i}"), &uid(100 + i), &[80], json!({}));
+            cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await
+        }));
+    }
+    let mut all_ips = std::collections::BTreeSet::new();
+    for t in tasks {
+        all_ips.extend(ingress(&t.await.unwrap().unwrap()));
+    }
+    assert_eq!(all_ips.len(), n, "every service has its own IP");
+    let w = writes(&sim);
+    let pip_puts = w.get("PUT Microsoft.Network/publicIPAddresses").copied().unwrap_or(0);
+    let lb_puts = w.get("PUT Microsoft.Network/loadBalancers").copied().unwrap_or(0);
+    let nsg_puts = w
+        .get("PUT Microsoft.Network/networkSecurityGroups")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(pip_puts, n);
+    assert!(lb_puts <= 3, "LB PUTs: {lb_puts}");
+    assert!(nsg_puts <= 3, "NSG PUTs: {nsg_puts}");
+    assert_eq!(total_writes(&sim), pip_puts + lb_puts + nsg_puts, "{w:?}");
+    let lbv = lb(&sim, CLUSTER).unwrap();
+    assert_eq!(count(&lbv, "frontendIPConfigurations"), n);
+    let pool = &lbv["properties"]["backendAddressPools"][0];
+    assert_eq!(
+        pool["properties"]["loadBalancerBackendAddresses"]
+            .as_array()
+            .unwrap()
+            .len(),
+        20
+    );
+    // All the services have the same access: one security rule with every IP.
+    let rules = nsg_rules(&sim);
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0]["properties"]["destinationAddressPrefixes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        n
+    );
+
+    // A node leaves (exclusion label): one LB PUT for all services.
+    let mut fewer: Vec<Node> = nodes.iter().cloned().collect();
+    fewer[0].metadata.labels.get_or_insert_with(Default::default).insert(
+        "node.kubernetes.io/exclude-from-external-load-balancers".into(),
+        "true".into(),
+    );
+    sim.reset_calls();
+    let fewer = Arc::new(fewer);
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (cloud, nodes) = (cloud.clone(), fewer.clone());
+        tasks.push(tokio::spawn(async move {
+            let svc = service(&format!("s{i}"), &uid(100 + i), &[80], json!({}));
+            cloud.update_load_balancer(CLUSTER, &svc, &nodes).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(total_writes(&sim), 1, "{:?}", writes(&sim));
+    let lbv = lb(&sim, CLUSTER).unwrap();
+    assert_eq!(
+        lbv["properties"]["backendAddressPools"][0]["properties"]["loadBalancerBackendAddresses"]
+            .as_array()
+            .unwrap()
+            .len(),
+        19
+    );
+
+    // Delete them all at once.
+    sim.reset_calls();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let cloud = cloud.clone();
+        tasks.push(tokio::spawn(async move {
+            let svc = service(&format!("s{i}"), &uid(100 + i), &[80], json!({}));
+            cloud.ensure_load_balancer_deleted(CLUSTER, &svc).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let w = writes(&sim);
+    assert_eq!(w.get("DELETE Microsoft.Network/publicIPAddresses"), Some(&n));
+    assert!(total_writes(&sim) <= n + 5, "{w:?}");
+    assert_no_leftovers(&sim);
+}
+
+#[tokio::test]
+async fn internal_service_and_switching_to_external() {
+    let (sim, cloud, _d) = setup(&Scenario::default_cluster(), json!({})).await;
+    let nodes = nodes(&cloud, &DEFAULT_NODES).await;
+    let internal = service(
+        "api",
+        &uid(7),
+        &[443],
+        json!({"service.beta.kubernetes.io/azure-load-balancer-internal": "true"}),
+    );
+    let status = cloud.ensure_load_balancer(CLUSTER, &internal, &nodes).await.unwrap();
+    let ip = ingress(&status)[0].clone();
+    assert!(ip.starts_with("10.240."), "{ip}");
+    let ilb = lb(&sim, &format!("{CLUSTER}-internal")).unwrap();
+    assert_eq!(
+        ilb["properties"]["frontendIPConfigurations"][0]["properties"]["privateIPAddress"],
+        ip.as_str()
+    );
+    assert!(public_ips(&sim).is_empty());
+    assert!(
+        nsg_rules(&sim).is_empty(),
+        "internal without source ranges: no allow rule"
+    );
+    // Static address.
+    let fixed = service(
+        "api",
+        &uid(7),
+        &[443],
+        json!({"service.beta.kubernetes.io/azure-load-balancer-internal": "true", "service.beta.kubernetes.io/azure-load-balancer-ipv4": "10.240.0.200"}),
+    );
+    let status = cloud.ensure_load_balancer(CLUSTER, &fixed, &nodes).await.unwrap();
+    assert_eq!(ingress(&status), ["10.240.0.200"]);
+    // To external: the internal LB loses its last frontend and is deleted (pools detached first).
+    let mut external = service("api", &uid(7), &[443], json!({}));
+    external.status =
+        Some(serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "10.240.0.200"}]}})).unwrap());
+    let status = cloud.ensure_load_balancer(CLUSTER, &external, &nodes).await.unwrap();
+    assert!(!ingress(&status)[0].starts_with("10."));
+    assert!(lb(&sim, &format!("{CLUSTER}-internal")).is_none());
+    assert!(lb(&sim, CLUSTER).is_some());
+    cloud.ensure_load_balancer_deleted(CLUSTER, &external).await.unwrap();
+    assert_no_leftovers(&sim);
+}
+
+#[tokio::test]
+async fn availability_set_cluster_source_ranges_and_a_concurrent_writer() {
+    let scenario = Scenario {
+        vm_type: "standard".into(),
+        availability_sets: vec![AvailabilitySetSpec {
+            name: "as1".into(),
+            vm_name_prefix: "vm-".into(),
+            vms: 3,
+            ..Default::default()
+        }],
+        ..Scenario::default()
+    };
+    let (sim, cloud, _d) = setup(&scenario, json!({})).await;
+    let nodes = nodes(&cloud, &["vm-0", "vm-1", "vm-2"]).await;
+    let svc = service(
+        "db",
+        &uid(9),
+        &[5432],
+        json!({
+            "service.beta.kubernetes.io/azure-allowed-ip-ranges": "10.1.0.0/16,192.168.0.0/24",
+            "service.beta.kubernetes.io/azure-deny-all-except-load-balancer-source-ranges": "true",
+        }),
+    );
+    let status = cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await.unwrap();
+    let ip = ingress(&status)[0].clone();
+    let rules = nsg_rules(&sim);
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(
+        rules[0]["properties"]["sourceAddressPrefixes"],
+        json!(["10.1.0.0/16", "192.168.0.0/24"])
+    );
+    assert_eq!(rules[1]["name"], "k8s-azure-lb_deny-all_IPv4");
+    assert_eq!(rules[1]["properties"]["destinationAddressPrefix"], ip.as_str());
+    let nic_members = sim.with_store(|s, _| {
+        s.all()
+            .filter(|r| r.id.to_ascii_lowercase().contains("/networkinterfaces/"))
+            .filter(|r| r.body.to_string().contains("backendAddressPools"))
+            .count()
+    });
+    assert_eq!(nic_members, 3);
+
+    // Someone else edits the LB (its ETag changes): our next write gets 412, re-reads and succeeds.
+    let lb_id = format!("{}/providers/Microsoft.Network/loadBalancers/{CLUSTER}", rg_id(&sim));
+    sim.with_store(|s, _| {
+        let mut body = s.get(&lb_id).unwrap().body.clone();
+        body["tags"] = json!({"owner": "someone-else"});
+        s.put(&lb_id, "Microsoft.Network/loadBalancers", body, 0);
+    });
+    sim.reset_calls();
+    let svc2 = service("db", &uid(9), &[5433], json!({}));
+    cloud.ensure_load_balancer(CLUSTER, &svc2, &nodes).await.unwrap();
+    let lb_calls: Vec<u16> = sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.resource_type == "Microsoft.Network/loadBalancers" && c.method == "PUT")
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(lb_calls.first(), Some(&412), "{lb_calls:?}");
+    let lbv = lb(&sim, CLUSTER).unwrap();
+    assert_eq!(
+        lbv["tags"]["owner"], "someone-else",
+        "the other writer's change survives"
+    );
+    assert_eq!(
+        lbv["properties"]["loadBalancingRules"][0]["properties"]["frontendPort"],
+        5433
+    );
+    cloud.ensure_load_balancer_deleted(CLUSTER, &svc2).await.unwrap();
+    assert_no_leftovers(&sim);
+}
+
+#[tokio::test]
+async fn bad_input_fails_alone_and_user_pips_are_never_deleted() {
+    let (sim, cloud, _d) = setup(
+        &Scenario::default_cluster(),
+        json!({"loadBalancerBackendPoolConfigurationType": "nodeIP"}),
+    )
+    .await;
+    let nodes = Arc::new(nodes(&cloud, &DEFAULT_NODES).await);
+    // A PIP the user created, used by name.
+    let pip_id = format!("{}/providers/Microsoft.Network/publicIPAddresses/my-ip", rg_id(&sim));
+    sim.with_store(|s, _| {
+        s.put(
+            &pip_id,
+            "Microsoft.Network/publicIPAddresses",
+            json!({"name": "my-ip", "location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static", "ipAddress": "20.1.2.3"}}),
+            0,
+        );
+    });
+    let good = service(
+        "good",
+        &uid(20),
+        &[80],
+        json!({"service.beta.kubernetes.io/azure-pip-name": "my-ip"}),
+    );
+    let bad = service(
+        "bad",
+        &uid(21),
+        &[80],
+        json!({"service.beta.kubernetes.io/azure-load-balancer-tcp-idle-timeout": "500"}),
+    );
+    let missing = service(
+        "missing",
+        &uid(22),
+        &[80],
+        json!({"service.beta.kubernetes.io/azure-pip-name": "nope"}),
+    );
+    let (g, b, m) = tokio::join!(
+        cloud.ensure_load_balancer(CLUSTER, &good, &nodes),
+        cloud.ensure_load_balancer(CLUSTER, &bad, &nodes),
+        cloud.ensure_load_balancer(CLUSTER, &missing, &nodes),
+    );
+    assert_eq!(ingress(&g.unwrap()), ["20.1.2.3"]);
+    let e = b.unwrap_err().to_string();
+    assert!(e.contains("azure-load-balancer-tcp-idle-timeout"), "{e}");
+    let e = m.unwrap_err().to_string();
+    assert!(e.contains("nope") && e.contains("was not found"), "{e}");
+    let lbv = lb(&sim, CLUSTER).unwrap();
+    assert_eq!(count(&lbv, "frontendIPConfigurations"), 1, "only the good service");
+    cloud.ensure_load_balancer_deleted(CLUSTER, &good).await.unwrap();
+    cloud.ensure_load_balancer_deleted(CLUSTER, &bad).await.unwrap();
+    assert!(sim.resource(&pip_id).is_some(), "a user's PIP is never deleted");
+    assert!(lb(&sim, CLUSTER).is_none());
+}
