@@ -16,6 +16,20 @@ pub struct Resource {
     pub body: Value,
     /// Writes are refused (busy) until this simulated time (ms).
     pub busy_until_ms: u64,
+    /// The ARM ids the body mentions (lower-cased), for [`Store::referrers`] without re-reading bodies.
+    refs: Vec<String>,
+}
+
+/// Every string value of a body that is an ARM id (`/subscriptions/...`), lower-cased.
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if s.len() > 15 && s[..15].eq_ignore_ascii_case("/subscriptions/") => {
+            out.push(s.to_ascii_lowercase())
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
+        Value::Object(m) => m.values().for_each(|x| collect_refs(x, out)),
+        _ => {}
+    }
 }
 
 /// Properties that hold embedded child resources, by the child type segment (lower-case).
@@ -96,12 +110,17 @@ impl Store {
                 }
             }
         }
+        let mut refs = Vec::new();
+        collect_refs(&body, &mut refs);
+        refs.sort();
+        refs.dedup();
         self.resources.insert(
             canonical.to_ascii_lowercase(),
             Resource {
                 id: canonical,
                 body: body.clone(),
                 busy_until_ms,
+                refs,
             },
         );
         body
@@ -161,15 +180,12 @@ impl Store {
 
     /// Ids of other resources that reference `id` (or something under it) in their bodies.
     pub fn referrers(&self, id: &str) -> Vec<String> {
-        let needle = format!("\"{}", id.to_ascii_lowercase());
-        let own_prefix = format!("{}/", id.to_ascii_lowercase());
+        let id = id.to_ascii_lowercase();
+        let own_prefix = format!("{id}/");
         self.resources
             .iter()
-            .filter(|(k, _)| k.as_str() != id.to_ascii_lowercase() && !k.starts_with(&own_prefix))
-            .filter(|(_, r)| {
-                let text = r.body.to_string().to_ascii_lowercase();
-                text.contains(&format!("{needle}\"")) || text.contains(&format!("{needle}/"))
-            })
+            .filter(|(k, _)| k.as_str() != id && !k.starts_with(&own_prefix))
+            .filter(|(_, r)| r.refs.iter().any(|x| *x == id || x.starts_with(&own_prefix)))
             .map(|(_, r)| r.id.clone())
             .collect()
     }

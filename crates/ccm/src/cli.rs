@@ -61,7 +61,8 @@ pub struct Options {
     /// Node address refresh period.
     #[arg(long = "node-status-update-frequency", default_value = "5m")]
     pub node_status_update_frequency: String,
-    /// Services reconciled concurrently (accepted; the service controller is not in this version).
+    /// Services reconciled concurrently. Upstream defaults to 1; the provider group-commits concurrent
+    /// writes to the same load balancer and security group, so more workers cost no extra ARM writes.
     #[arg(long = "concurrent-service-syncs", default_value_t = 10)]
     pub concurrent_service_syncs: u32,
     /// Run only while holding the lease.

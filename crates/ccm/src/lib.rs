@@ -1,7 +1,6 @@
-//! The Azure cloud-controller-manager: command line, start-up and (in later versions) the controllers.
-//!
-//! Today the binary validates configurations (`--check-config`) and runs the provider against the built-in
-//! simulated Azure (`demo`); the controllers are the subject of the cloud-controller-manager issue.
+//! The Azure cloud-controller-manager: command line (`cli`), start-up, endpoints and leader election
+//! (`manager`, `leader`), the cloud-node, cloud-node-lifecycle and route controllers (`controllers`), the
+//! service controller (`service`), and a demo against the built-in simulated Azure and cluster (`demo`).
 #![warn(missing_docs)]
 
 pub mod cli;
@@ -9,3 +8,4 @@ pub mod controllers;
 pub mod demo;
 pub mod leader;
 pub mod manager;
+pub mod service;

@@ -233,11 +233,12 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     } else {
         None
     };
-    if enabled.contains(&"service-lb-controller") {
-        tracing::warn!(
-            "the service controller is not available in this version: LoadBalancer services are not reconciled"
-        );
-    }
+    let service_settings = enabled
+        .contains(&"service-lb-controller")
+        .then(|| crate::service::ServiceSettings {
+            cluster_name: opts.cluster_name.clone(),
+            workers: usize::try_from(opts.concurrent_service_syncs).unwrap_or(1).max(1),
+        });
     let mut leading = if opts.leader_elect {
         let identity = format!("{}_{}", hostname(), std::process::id());
         leader::run(
@@ -269,6 +270,16 @@ pub async fn run(opts: &Options) -> Result<(), String> {
             if let Some(rs) = route_settings.clone() {
                 let routes: Arc<dyn azure_cloud::provider::Routes> = cloud.clone();
                 tasks.push(tokio::spawn(controllers::route_controller(client.clone(), routes, rs)));
+            }
+            if let Some(ss) = service_settings.clone() {
+                let recorder = kube::runtime::events::Recorder::new(client.clone(), crate::service::COMPONENT.into());
+                cloud
+                    .load_balancers()
+                    .set_event_sink(Arc::new(crate::service::RecorderSink(
+                        kube::runtime::events::Recorder::new(client.clone(), "azure-cloud-provider".into()),
+                    )));
+                let lb: Arc<dyn azure_cloud::provider::LoadBalancer> = cloud.clone();
+                tasks.push(tokio::spawn(crate::service::run(client.clone(), lb, ss, recorder)));
             }
             tracing::info!(count = tasks.len(), "controllers started");
         } else if !is_leader && !tasks.is_empty() {

@@ -1,0 +1,582 @@
+//! The service controller (k8s.io/cloud-provider `service-lb-controller` semantics) over kube-rs.
+//!
+//! Services of type LoadBalancer get the finalizer `service.kubernetes.io/load-balancer-cleanup`, then
+//! `EnsureLoadBalancer` with the current backend nodes, then `status.loadBalancer.ingress`; a Service
+//! deleted or changed to another type has its load balancer removed (`EnsureLoadBalancerDeleted`), its
+//! status cleared and the finalizer removed. Events use upstream's reasons. Failures are retried per
+//! Service with exponential backoff from 5 s to 300 s. A change of the backend node set (a node added or
+//! removed, readiness, the exclusion label) calls `UpdateLoadBalancer` for every LoadBalancer Service; the
+//! node set is also re-synced every 100 s. Services are reconciled by `--concurrent-service-syncs` workers
+//! at once: the provider group-commits their writes, so concurrency costs no extra ARM writes.
+
+use azure_cloud::loadbalancer::backends::EXCLUDE_LABEL;
+use azure_cloud::loadbalancer::service::EventSink;
+use azure_cloud::provider::LoadBalancer;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, Service};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The finalizer that keeps a Service until its load balancer is gone.
+pub const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
+/// The component name on events.
+pub const COMPONENT: &str = "service-controller";
+/// First retry delay of a failed Service.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(5);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Periodic re-sync of the backend node set.
+pub const NODE_SYNC_PERIOD: Duration = Duration::from_secs(100);
+
+/// Service controller settings.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// `--cluster-name`.
+    pub cluster_name: String,
+    /// `--concurrent-service-syncs`.
+    pub workers: usize,
+}
+
+/// A work queue with per-key de-duplication: a key is processed by one worker at a time; a key added while
+/// in progress is processed again afterwards.
+#[derive(Default)]
+pub struct Queue {
+    state: Mutex<QueueState>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct QueueState {
+    ready: VecDeque<String>,
+    queued: HashSet<String>,
+    active: HashSet<String>,
+    again: HashSet<String>,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a key (no-op when queued; deferred when in progress).
+    pub fn add(&self, key: String) {
+        let mut s = self.lock();
+        if s.active.contains(&key) {
+            s.again.insert(key);
+        } else if s.queued.insert(key.clone()) {
+            s.ready.push_back(key);
+            drop(s);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Adds a key after a delay.
+    pub fn add_after(self: &Arc<Self>, key: String, delay: Duration) {
+        let q = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            q.add(key);
+        });
+    }
+
+    /// Waits for the next key.
+    pub async fn next(&self) -> String {
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut s = self.lock();
+                if let Some(k) = s.ready.pop_front() {
+                    s.queued.remove(&k);
+                    s.active.insert(k.clone());
+                    if !s.ready.is_empty() {
+                        self.notify.notify_one();
+                    }
+                    return k;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Marks a key done (re-queued if it was added meanwhile).
+    pub fn done(&self, key: &str) {
+        let again = {
+            let mut s = self.lock();
+            s.active.remove(key);
+            s.again.remove(key)
+        };
+        if again {
+            self.add(key.to_string());
+        }
+    }
+
+    /// Keys waiting.
+    pub fn len(&self) -> usize {
+        self.lock().ready.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Backoff delay after `failures` consecutive failures: 5 s, 10 s, 20 s, … at most 300 s.
+pub fn backoff(failures: u32) -> Duration {
+    BACKOFF_MIN
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX)
+}
+
+fn key_of(s: &Service) -> String {
+    format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any())
+}
+
+fn wants_load_balancer(s: &Service) -> bool {
+    s.metadata.deletion_timestamp.is_none() && s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
+}
+
+fn has_finalizer(s: &Service) -> bool {
+    s.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+fn ingress_ips(status: Option<&LoadBalancerStatus>) -> Vec<String> {
+    status
+        .and_then(|s| s.ingress.as_ref())
+        .map(|i| i.iter().filter_map(|x| x.ip.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn current_ingress(s: &Service) -> Vec<String> {
+    ingress_ips(s.status.as_ref().and_then(|st| st.load_balancer.as_ref()))
+}
+
+/// What decides whether a Service must be ensured again: uid, spec and annotations.
+fn fingerprint(s: &Service) -> String {
+    json!([s.metadata.uid, s.spec, s.metadata.annotations]).to_string()
+}
+
+fn is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// The nodes a load balancer should send traffic to: Ready, not marked for exclusion.
+pub fn backend_nodes(nodes: &[Arc<Node>]) -> Vec<Node> {
+    let mut out: Vec<Node> = nodes
+        .iter()
+        .filter(|n| is_ready(n) && !n.labels().contains_key(EXCLUDE_LABEL))
+        .map(|n| (**n).clone())
+        .collect();
+    out.sort_by_key(|n| n.name_any());
+    out
+}
+
+/// A comparable view of the backend set (names, exclusion, and addresses).
+fn node_set_key(nodes: &[Node]) -> BTreeSet<String> {
+    nodes
+        .iter()
+        .map(|n| {
+            let addrs = n
+                .status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .map(|a| a.iter().map(|x| x.address.clone()).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            format!("{}={addrs}", n.name_any())
+        })
+        .collect()
+}
+
+/// Publishes the provider's Warning events on the Service.
+pub struct RecorderSink(pub Recorder);
+
+impl EventSink for RecorderSink {
+    fn warning(&self, service: &Service, reason: &str, message: &str) {
+        let (recorder, reference, reason, note) = (
+            self.0.clone(),
+            service.object_ref(&()),
+            reason.to_string(),
+            message.to_string(),
+        );
+        tokio::spawn(async move {
+            let e = Event {
+                type_: EventType::Warning,
+                reason: reason.clone(),
+                note: Some(note),
+                action: reason,
+                secondary: None,
+            };
+            let _ = recorder.publish(&e, &reference).await;
+        });
+    }
+}
+
+struct Controller {
+    client: Client,
+    lb: Arc<dyn LoadBalancer>,
+    settings: ServiceSettings,
+    recorder: Recorder,
+    services: Store<Service>,
+    nodes: Store<Node>,
+    queue: Arc<Queue>,
+    failures: Mutex<HashMap<String, u32>>,
+    synced: Mutex<HashMap<String, String>>,
+}
+
+impl Controller {
+    async fn event(&self, svc: &Service, type_: EventType, reason: &str, note: String) {
+        let e = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&e, &svc.object_ref(&())).await {
+            tracing::debug!(service = %key_of(svc), error = %err, "cannot publish event");
+        }
+    }
+
+    fn backends(&self) -> Vec<Node> {
+        backend_nodes(&self.nodes.state())
+    }
+
+    fn api(&self, svc: &Service) -> Api<Service> {
+        Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default())
+    }
+
+    async fn set_finalizers(&self, svc: &Service, finalizers: Vec<String>) -> Result<(), String> {
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": svc.resource_version()}});
+        self.api(svc)
+            .patch(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("updating finalizers: {e}"))
+    }
+
+    async fn set_status(&self, svc: &Service, status: &LoadBalancerStatus) -> Result<(), String> {
+        let patch = json!({"status": {"loadBalancer": status}});
+        self.api(svc)
+            .patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("updating status: {e}"))
+    }
+
+    /// One reconcile of one Service.
+    async fn sync(&self, key: &str) -> Result<(), String> {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        let Some(svc) = self.services.get(&ObjectRef::new(name).within(ns)) else {
+            self.synced.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+            return Ok(());
+        };
+        let cluster = &self.settings.cluster_name;
+        if !wants_load_balancer(&svc) {
+            self.synced.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+            if !has_finalizer(&svc) && current_ingress(&svc).is_empty() {
+                return Ok(());
+            }
+            self.event(
+                &svc,
+                EventType::Normal,
+                "DeletingLoadBalancer",
+                "Deleting load balancer".into(),
+            )
+            .await;
+            if let Err(e) = self.lb.ensure_load_balancer_deleted(cluster, &svc).await {
+                self.event(
+                    &svc,
+                    EventType::Warning,
+                    "DeleteLoadBalancerFailed",
+                    format!("Error deleting load balancer: {e}"),
+                )
+                .await;
+                return Err(e.to_string());
+            }
+            if !current_ingress(&svc).is_empty() && svc.metadata.deletion_timestamp.is_none() {
+                self.set_status(&svc, &LoadBalancerStatus::default()).await?;
+            }
+            if has_finalizer(&svc) {
+                let rest: Vec<String> = svc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+                self.set_finalizers(&svc, rest).await?;
+            }
+            self.event(
+                &svc,
+                EventType::Normal,
+                "DeletedLoadBalancer",
+                "Deleted load balancer".into(),
+            )
+            .await;
+            tracing::info!(service = %key, "load balancer deleted");
+            return Ok(());
+        }
+        let fp = fingerprint(&svc);
+        if self.synced.lock().unwrap_or_else(|p| p.into_inner()).get(key) == Some(&fp)
+            && !current_ingress(&svc).is_empty()
+        {
+            return Ok(());
+        }
+        if !has_finalizer(&svc) {
+            let mut f: Vec<String> = svc.finalizers().to_vec();
+            f.push(FINALIZER.into());
+            self.set_finalizers(&svc, f).await?;
+        }
+        self.event(
+            &svc,
+            EventType::Normal,
+            "EnsuringLoadBalancer",
+            "Ensuring load balancer".into(),
+        )
+        .await;
+        let nodes = self.backends();
+        match self.lb.ensure_load_balancer(cluster, &svc, &nodes).await {
+            Ok(status) => {
+                if ingress_ips(Some(&status)) != current_ingress(&svc) {
+                    self.set_status(&svc, &status).await?;
+                }
+                self.synced
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.to_string(), fp);
+                self.event(
+                    &svc,
+                    EventType::Normal,
+                    "EnsuredLoadBalancer",
+                    "Ensured load balancer".into(),
+                )
+                .await;
+                tracing::info!(service = %key, ingress = ?ingress_ips(Some(&status)), "load balancer ensured");
+                Ok(())
+            }
+            Err(e) => {
+                self.event(
+                    &svc,
+                    EventType::Warning,
+                    "SyncLoadBalancerFailed",
+                    format!("Error syncing load balancer: {e}"),
+                )
+                .await;
+                Err(e.to_string())
+            }
+        }
+    }
+
+    async fn worker(self: Arc<Self>) {
+        loop {
+            let key = self.queue.next().await;
+            let result = self.sync(&key).await;
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(()) => {
+                    failures.remove(&key);
+                }
+                Err(e) => {
+                    let n = failures.entry(key.clone()).or_insert(0);
+                    *n += 1;
+                    let wait = backoff(*n);
+                    tracing::warn!(service = %key, error = %e, retry_in = ?wait, "service sync failed");
+                    self.queue.add_after(key.clone(), wait);
+                }
+            }
+            drop(failures);
+            self.queue.done(&key);
+        }
+    }
+
+    /// Calls UpdateLoadBalancer for every LoadBalancer Service (concurrently, `workers` at a time).
+    async fn update_hosts(&self, nodes: &[Node]) -> bool {
+        let services: Vec<Arc<Service>> = self
+            .services
+            .state()
+            .into_iter()
+            .filter(|s| wants_load_balancer(s) && has_finalizer(s))
+            .collect();
+        let results: Vec<bool> = futures::stream::iter(services.into_iter().map(|svc| async move {
+            match self
+                .lb
+                .update_load_balancer(&self.settings.cluster_name, &svc, nodes)
+                .await
+            {
+                Ok(()) => {
+                    self.event(
+                        &svc,
+                        EventType::Normal,
+                        "UpdatedLoadBalancer",
+                        "Updated load balancer with new hosts".into(),
+                    )
+                    .await;
+                    true
+                }
+                Err(e) => {
+                    self.event(
+                        &svc,
+                        EventType::Warning,
+                        "UpdateLoadBalancerFailed",
+                        format!("Error updating load balancer with new hosts: {e}"),
+                    )
+                    .await;
+                    false
+                }
+            }
+        }))
+        .buffer_unordered(self.settings.workers.max(1))
+        .collect()
+        .await;
+        results.into_iter().all(|ok| ok)
+    }
+
+    /// Re-syncs backends when the node set changes (checked on node events, debounced) and every 100 s.
+    async fn node_sync(self: Arc<Self>, changed: Arc<Notify>) {
+        let mut last: Option<BTreeSet<String>> = None;
+        let mut tick = tokio::time::interval(NODE_SYNC_PERIOD);
+        loop {
+            let periodic = tokio::select! {
+                _ = changed.notified() => false,
+                _ = tick.tick() => true,
+            };
+            tokio::time::sleep(Duration::from_secs(1)).await; // let a burst of node events settle
+            let nodes = self.backends();
+            let key = node_set_key(&nodes);
+            if last.as_ref() == Some(&key) && !periodic {
+                continue;
+            }
+            if last.is_none() {
+                // The first view: services are ensured with it by the workers.
+                last = Some(key);
+                continue;
+            }
+            tracing::info!(nodes = nodes.len(), "backend node set changed; updating load balancers");
+            if self.update_hosts(&nodes).await {
+                last = Some(key);
+            }
+        }
+    }
+}
+
+/// Runs the service controller until aborted.
+pub async fn run(client: Client, lb: Arc<dyn LoadBalancer>, settings: ServiceSettings, recorder: Recorder) {
+    let (services, svc_writer) = reflector::store::<Service>();
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let ctl = Arc::new(Controller {
+        client: client.clone(),
+        lb,
+        recorder,
+        services: services.clone(),
+        nodes: nodes.clone(),
+        queue: Arc::new(Queue::default()),
+        failures: Mutex::new(HashMap::new()),
+        synced: Mutex::new(HashMap::new()),
+        settings,
+    });
+    let node_changed = Arc::new(Notify::new());
+    let svc_stream = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(svc_writer)
+        .touched_objects();
+    let node_stream = watcher(Api::<Node>::all(client), watcher::Config::default())
+        .default_backoff()
+        .reflect(node_writer)
+        .touched_objects();
+    // Workers start once both caches are filled, so the first ensures see every node.
+    let feed_services = {
+        let ctl = ctl.clone();
+        async move {
+            let mut s = svc_stream.boxed();
+            while let Some(ev) = s.next().await {
+                match ev {
+                    Ok(svc) => ctl.queue.add(key_of(&svc)),
+                    Err(e) => tracing::warn!(error = %e, "service watch failed; retrying"),
+                }
+            }
+        }
+    };
+    let feed_nodes = {
+        let changed = node_changed.clone();
+        async move {
+            let mut s = node_stream.boxed();
+            while let Some(ev) = s.next().await {
+                match ev {
+                    Ok(_) => changed.notify_one(),
+                    Err(e) => tracing::warn!(error = %e, "node watch failed; retrying"),
+                }
+            }
+        }
+    };
+    let start_workers = {
+        let ctl = ctl.clone();
+        async move {
+            let _ = services.wait_until_ready().await;
+            let _ = nodes.wait_until_ready().await;
+            let workers: Vec<_> = (0..ctl.settings.workers.max(1))
+                .map(|_| tokio::spawn(ctl.clone().worker()))
+                .collect();
+            tracing::info!(workers = workers.len(), "service controller running");
+            ctl.node_sync(node_changed).await;
+        }
+    };
+    tokio::join!(feed_services, feed_nodes, start_workers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_5s_to_300s() {
+        let d: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(d, [5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(backoff(100).as_secs(), 300);
+    }
+
+    #[tokio::test]
+    async fn queue_deduplicates_and_requeues_keys_added_while_active() {
+        let q = Queue::default();
+        q.add("a".into());
+        q.add("a".into());
+        q.add("b".into());
+        assert_eq!(q.len(), 2);
+        let k = q.next().await;
+        assert_eq!(k, "a");
+        q.add("a".into()); // while active
+        assert_eq!(q.len(), 1);
+        q.done("a");
+        assert_eq!(q.len(), 2, "a is back after b");
+        assert_eq!(q.next().await, "b");
+        assert_eq!(q.next().await, "a");
+    }
+
+    #[test]
+    fn backends_are_ready_and_not_excluded() {
+        let node = |name: &str, ready: &str, excluded: bool| {
+            let mut n: Node = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"conditions": [{"type": "Ready", "status": ready}]},
+            }))
+            .unwrap();
+            if excluded {
+                n.labels_mut().insert(EXCLUDE_LABEL.into(), "".into());
+            }
+            Arc::new(n)
+        };
+        let got = backend_nodes(&[
+            node("b", "True", false),
+            node("a", "True", false),
+            node("c", "False", false),
+            node("d", "True", true),
+        ]);
+        let names: Vec<String> = got.iter().map(|n| n.name_any()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+}
