@@ -367,6 +367,23 @@ async fn internal_service_and_switching_to_external() {
         nsg_rules(&sim).is_empty(),
         "internal without source ranges: no allow rule"
     );
+    // An external service beside it: availability-set NICs join both pools of the cluster's LB pair.
+    let web = service("web", &uid(8), &[80], json!({}));
+    cloud.ensure_load_balancer(CLUSTER, &web, &nodes).await.unwrap();
+    let nic = sim
+        .with_store(|s, _| {
+            s.all()
+                .find(|r| r.id.ends_with("/networkInterfaces/k8s-pool2-0-nic"))
+                .map(|r| r.body.clone())
+        })
+        .unwrap();
+    let pools = nic["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"].to_string();
+    assert!(
+        pools.contains("/loadBalancers/kubernetes/") && pools.contains("/loadBalancers/kubernetes-internal/"),
+        "{pools}"
+    );
+    cloud.ensure_load_balancer_deleted(CLUSTER, &web).await.unwrap();
+    assert!(lb(&sim, CLUSTER).is_none());
     // Static address.
     let fixed = service(
         "api",

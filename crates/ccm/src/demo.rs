@@ -4,7 +4,10 @@
 //! file exactly as `--cloud-config` does, starts kube-sim with one uninitialised Node per VM (as kubelets
 //! with `--cloud-provider=external` register), runs the cloud-node and cloud-node-lifecycle controllers over
 //! HTTP, and shows the initialised nodes (provider id, instance type, zone, region, addresses) and the ARM
-//! calls made. Load balancers and routes are not in this version of the demo.
+//! calls made; then the route and service controllers: pod-CIDR routes, and a LoadBalancer Service whose
+//! external IP, load-balancer frontends, rules and probes, public IP and security rules are shown with the
+//! ARM calls they took. It keeps running until Ctrl-C (or `--exit`), then deletes the Service and shows that
+//! nothing is left in Azure.
 
 use azure_cloud::config::CloudConfig;
 use azure_cloud::AzureCloud;
@@ -16,9 +19,9 @@ use std::time::Instant;
 /// Demo options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Keep azure-sim serving after the demo until Ctrl-C (its azure.json path is printed).
+    /// Exit after the scenario instead of serving until Ctrl-C.
     #[arg(long)]
-    pub keep_running: bool,
+    pub exit: bool,
     /// Scenario file for azure-sim (JSON or YAML); default: the small built-in cluster.
     #[arg(long)]
     pub scenario: Option<std::path::PathBuf>,
@@ -102,9 +105,10 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
         })
         .collect();
     names.sort();
-    for n in &names {
+    for (i, n) in names.iter().enumerate() {
         let node = serde_json::json!({"metadata": {"name": n},
-            "spec": {"taints": [{"key": crate::controllers::UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}]}});
+            "spec": {"podCIDR": format!("10.244.{i}.0/24"), "podCIDRs": [format!("10.244.{i}.0/24")],
+                "taints": [{"key": crate::controllers::UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}]}});
         kube.create("nodes", "", node).map_err(|e| e.message)?;
         kube.merge_patch(
             "nodes",
@@ -122,12 +126,13 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
-    let cloud: std::sync::Arc<dyn azure_cloud::provider::InstancesV2> = std::sync::Arc::new(cloud);
-    let controllers = tokio::spawn(crate::controllers::run(
-        client,
-        cloud,
+    let cloud = std::sync::Arc::new(cloud);
+    let cloud_v2: std::sync::Arc<dyn azure_cloud::provider::InstancesV2> = cloud.clone();
+    let mut controllers = vec![tokio::spawn(crate::controllers::run(
+        client.clone(),
+        cloud_v2,
         crate::controllers::Timing::default(),
-    ));
+    ))];
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     let initialised = |n: &serde_json::Value| {
         n.pointer("/spec/taints")
@@ -176,7 +181,6 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
             ),
         );
     }
-    controllers.abort();
     w(out, String::new());
     let calls = sim.calls();
     let arm = calls.iter().filter(|c| c.is_arm()).count();
@@ -191,20 +195,282 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
     for (k, v) in sim.call_counts() {
         w(out, format!("  {v:>4}  {k}"));
     }
-    w(out, format!("done in {:?}", t0.elapsed()));
-    if args.keep_running {
+
+    // Routes and a LoadBalancer Service, through the route and service controllers.
+    sim.reset_calls();
+    let t1 = Instant::now();
+    let routes: std::sync::Arc<dyn azure_cloud::provider::Routes> = cloud.clone();
+    controllers.push(tokio::spawn(crate::controllers::route_controller(
+        client.clone(),
+        routes,
+        crate::controllers::RouteSettings {
+            cluster_name: CLUSTER.into(),
+            cluster_cidrs: vec!["10.244.0.0/16".parse().map_err(|e| format!("{e}"))?],
+            period: std::time::Duration::from_secs(10),
+        },
+    )));
+    let lb: std::sync::Arc<dyn azure_cloud::provider::LoadBalancer> = cloud.clone();
+    controllers.push(tokio::spawn(crate::service::run(
+        client.clone(),
+        lb,
+        crate::service::ServiceSettings {
+            cluster_name: CLUSTER.into(),
+            workers: 10,
+        },
+        kube::runtime::events::Recorder::new(client.clone(), crate::service::COMPONENT.into()),
+    )));
+    let service = serde_json::json!({
+        "metadata": {"name": "hello", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "hello"}, "ports": [
+            {"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"},
+            {"name": "https", "port": 443, "targetPort": 8443, "nodePort": 30443, "protocol": "TCP"}]},
+    });
+    kube.create("services", "default", service).map_err(|e| e.message)?;
+    w(out, String::new());
+    w(
+        out,
+        "created Service default/hello (type LoadBalancer, ports 80 and 443)".into(),
+    );
+    let ip = wait_for(30, || {
+        kube.get("services", "default", "hello").ok().and_then(|s| {
+            s.pointer("/status/loadBalancer/ingress/0/ip")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+    })
+    .await
+    .ok_or("the Service got no external IP within 30 s")?;
+    wait_for(30, || {
+        let routes = route_table(&sim);
+        (routes.len() == names.len()).then_some(())
+    })
+    .await
+    .ok_or("routes were not created within 30 s")?;
+    w(
+        out,
+        format!(
+            "Service default/hello: EXTERNAL-IP {ip} ({:?} after creation)",
+            t1.elapsed()
+        ),
+    );
+    show_azure(&sim, out);
+    w(out, String::new());
+    let calls = sim.calls();
+    w(
+        out,
+        format!(
+            "ARM calls for the routes and the Service: {} (writes: {})",
+            calls.iter().filter(|c| c.is_arm()).count(),
+            calls.iter().filter(|c| c.is_arm() && c.method != "GET").count()
+        ),
+    );
+    for (k, v) in sim.call_counts() {
+        w(out, format!("  {v:>4}  {k}"));
+    }
+    w(out, format!("ready in {:?}", t0.elapsed()));
+    if !args.exit {
         w(
             out,
             format!(
-                "azure-sim keeps serving at {}; azure.json: {} (Ctrl-C to stop)",
+                "serving until Ctrl-C — azure-sim {} (azure.json: {}), kube-sim {} (kubeconfig: {})",
                 sim.url(),
-                config_path.display()
+                config_path.display(),
+                kube.url(),
+                kubeconfig.display()
             ),
         );
+        let _ = out.flush();
         let _ = tokio::signal::ctrl_c().await;
     }
+    // Clean-up: delete the Service; the controller removes its Azure resources, then its finalizer.
+    kube.delete("services", "default", "hello").map_err(|e| e.message)?;
+    wait_for(30, || kube.get("services", "default", "hello").is_err().then_some(()))
+        .await
+        .ok_or("the Service was not cleaned up within 30 s")?;
+    for c in controllers {
+        c.abort();
+    }
+    let left = leftovers(&sim);
+    w(
+        out,
+        if left.is_empty() {
+            "Service deleted: its load-balancer frontend, rules, probes, public IP and security rule are gone (the LB with it)".into()
+        } else {
+            format!("Service deleted, but Azure still holds: {left:?}")
+        },
+    );
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err("resources left behind".into())
+    }
+}
+
+/// The cluster name the demo uses (`--cluster-name` default).
+const CLUSTER: &str = "kubernetes";
+
+async fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn of_type(sim: &AzureSim, ty: &str) -> Vec<serde_json::Value> {
+    sim.state()
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case(ty)))
+        .cloned()
+        .collect()
+}
+
+fn route_table(sim: &AzureSim) -> Vec<serde_json::Value> {
+    of_type(sim, "Microsoft.Network/routeTables")
+        .first()
+        .and_then(|t| t.pointer("/properties/routes").and_then(|r| r.as_array()).cloned())
+        .unwrap_or_default()
+}
+
+fn leftovers(sim: &AzureSim) -> Vec<String> {
+    let mut out: Vec<String> = ["Microsoft.Network/loadBalancers", "Microsoft.Network/publicIPAddresses"]
+        .iter()
+        .flat_map(|t| of_type(sim, t))
+        .filter_map(|r| r["name"].as_str().map(str::to_string))
+        .collect();
+    for nsg in of_type(sim, "Microsoft.Network/networkSecurityGroups") {
+        for r in nsg
+            .pointer("/properties/securityRules")
+            .and_then(|r| r.as_array())
+            .into_iter()
+            .flatten()
+        {
+            out.extend(r["name"].as_str().map(str::to_string));
+        }
+    }
+    out
+}
+
+fn show_azure(sim: &AzureSim, out: &mut dyn Write) {
+    let s = |v: &serde_json::Value, p: &str| {
+        v.pointer(p)
+            .map(|x| x.to_string().trim_matches('"').to_string())
+            .unwrap_or_default()
+    };
+    let last = |id: String| id.rsplit('/').next().unwrap_or_default().to_string();
+    let mut lines = Vec::new();
+    for lb in of_type(sim, "Microsoft.Network/loadBalancers") {
+        lines.push(format!(
+            "load balancer {} (SKU {})",
+            s(&lb, "/name"),
+            s(&lb, "/sku/name")
+        ));
+        for f in lb
+            .pointer("/properties/frontendIPConfigurations")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
+            lines.push(format!(
+                "  frontend {}  public IP {}",
+                s(f, "/name"),
+                last(s(f, "/properties/publicIPAddress/id"))
+            ));
+        }
+        for r in lb
+            .pointer("/properties/loadBalancingRules")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
+            lines.push(format!(
+                "  rule     {}  {} {} -> {}  probe {}",
+                s(r, "/name"),
+                s(r, "/properties/protocol"),
+                s(r, "/properties/frontendPort"),
+                s(r, "/properties/backendPort"),
+                last(s(r, "/properties/probe/id"))
+            ));
+        }
+        for p in lb
+            .pointer("/properties/probes")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
+            lines.push(format!(
+                "  probe    {}  {} port {}",
+                s(p, "/name"),
+                s(p, "/properties/protocol"),
+                s(p, "/properties/port")
+            ));
+        }
+        for p in lb
+            .pointer("/properties/backendAddressPools")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
+            lines.push(format!("  pool     {}", s(p, "/name")));
+        }
+    }
+    for pip in of_type(sim, "Microsoft.Network/publicIPAddresses") {
+        lines.push(format!(
+            "public IP {}  {}  tags k8s-azure-service={}",
+            s(&pip, "/name"),
+            s(&pip, "/properties/ipAddress"),
+            s(&pip, "/tags/k8s-azure-service")
+        ));
+    }
+    for nsg in of_type(sim, "Microsoft.Network/networkSecurityGroups") {
+        for r in nsg
+            .pointer("/properties/securityRules")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let or = |a: &str, b: &str| {
+                let x = s(r, a);
+                if x.is_empty() {
+                    s(r, b)
+                } else {
+                    x
+                }
+            };
+            lines.push(format!(
+                "security rule {} (priority {}): {} {} from {} to {} ports {}",
+                s(r, "/name"),
+                s(r, "/properties/priority"),
+                s(r, "/properties/access"),
+                s(r, "/properties/protocol"),
+                or("/properties/sourceAddressPrefix", "/properties/sourceAddressPrefixes"),
+                or(
+                    "/properties/destinationAddressPrefix",
+                    "/properties/destinationAddressPrefixes"
+                ),
+                or("/properties/destinationPortRange", "/properties/destinationPortRanges"),
+            ));
+        }
+    }
+    for r in route_table(sim) {
+        lines.push(format!(
+            "route {}  {} -> {}",
+            s(&r, "/name"),
+            s(&r, "/properties/addressPrefix"),
+            s(&r, "/properties/nextHopIpAddress")
+        ));
+    }
+    for l in lines {
+        let _ = writeln!(out, "{l}");
+    }
 }
 
 fn tempdir() -> Result<std::path::PathBuf, String> {

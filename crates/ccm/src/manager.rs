@@ -239,6 +239,8 @@ pub async fn run(opts: &Options) -> Result<(), String> {
             cluster_name: opts.cluster_name.clone(),
             workers: usize::try_from(opts.concurrent_service_syncs).unwrap_or(1).max(1),
         });
+    // Without leader election the sender lives as long as the manager: `changed()` then never fires.
+    let (_always_leading, not_elected) = tokio::sync::watch::channel(true);
     let mut leading = if opts.leader_elect {
         let identity = format!("{}_{}", hostname(), std::process::id());
         leader::run(
@@ -253,7 +255,7 @@ pub async fn run(opts: &Options) -> Result<(), String> {
             },
         )
     } else {
-        tokio::sync::watch::channel(true).1
+        not_elected
     };
     ready.store(true, Ordering::Relaxed);
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();

@@ -47,7 +47,7 @@ fn the_shipped_example_is_valid() {
 #[test]
 fn demo_initialises_every_simulated_node() {
     let out = Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
-        .arg("demo")
+        .args(["demo", "--exit"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -71,4 +71,13 @@ fn demo_initialises_every_simulated_node() {
         );
     }
     assert!(stdout.contains("ARM calls for 5 nodes: 5 (writes: 0)"), "{stdout}");
+    // The Service: an external IP, its LB rules and security rule, routes; then a clean deletion.
+    assert!(stdout.contains("Service default/hello: EXTERNAL-IP "), "{stdout}");
+    assert!(stdout.contains("-TCP-443  Tcp 443 -> 443"), "{stdout}");
+    assert!(stdout.contains("security rule k8s-azure-lb_allow_IPv4_"), "{stdout}");
+    assert!(stdout.contains("route k8s-pool2-1____10244"), "{stdout}");
+    assert!(
+        stdout.contains("Service deleted: its load-balancer frontend"),
+        "{stdout}"
+    );
 }

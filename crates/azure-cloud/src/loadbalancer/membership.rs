@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Concurrent scale-set instance PUTs when `putVMSSVMBatchSize` is 0.
-pub const DEFAULT_INSTANCE_CONCURRENCY: usize = 16;
+pub const DEFAULT_INSTANCE_CONCURRENCY: usize = 32;
 
 /// A pool and its family.
 pub type PoolRef = (Family, String);
@@ -102,6 +102,34 @@ pub fn edit_nic_configs(configs: &mut [Value], pools: &[PoolRef], add: bool) -> 
         Some(ipcs) => edit_ip_configs(ipcs, pools, add),
         None => false,
     }
+}
+
+/// The LB of a pool id, lower-cased and without `-internal` (the cluster's internal/external pair is one).
+pub fn lb_pair_of_pool(pool_id: &str) -> Option<String> {
+    let lower = pool_id.to_ascii_lowercase();
+    let lb = lower.split("/backendaddresspools/").next()?;
+    if lb.len() == lower.len() {
+        return None;
+    }
+    Some(lb.strip_suffix(super::names::INTERNAL_SUFFIX).unwrap_or(lb).to_string())
+}
+
+/// Every backend pool id the IP configurations of a NIC (JSON) reference.
+pub fn pool_ids_in(nic: &Value) -> Vec<String> {
+    nic.pointer("/properties/ipConfigurations")
+        .and_then(Value::as_array)
+        .map(|ipcs| {
+            ipcs.iter()
+                .flat_map(|c| {
+                    c.pointer("/properties/loadBalancerBackendAddressPools")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .filter_map(|p| p.get("id").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// True when some IP configuration of the NIC configurations references one of the pools.
@@ -266,25 +294,13 @@ impl Membership {
             tracing::warn!(nic = %nic_id, "NIC is in the Failed state; not changing its backend pools");
             return Ok(());
         }
-        if add && self.cfg.load_balancer_sku.eq_ignore_ascii_case("standard") {
-            // A NIC already in a pool of another standard LB cannot join ours.
-            let ours: BTreeSet<String> = pools
+        if add && self.cfg.is_standard_sku() {
+            // A NIC already in a pool of another standard LB cannot join ours (the internal/external pair of
+            // the cluster counts as one LB, as upstream's `isBackendPoolOnSameLB`).
+            let ours: BTreeSet<String> = pools.iter().filter_map(|(_, p)| lb_pair_of_pool(p)).collect();
+            let foreign = pool_ids_in(&v)
                 .iter()
-                .filter_map(|(_, p)| {
-                    p.to_ascii_lowercase()
-                        .split("/backendaddresspools/")
-                        .next()
-                        .map(str::to_string)
-                })
-                .collect();
-            let text = lower(&v.to_string());
-            let foreign = text
-                .match_indices("/providers/microsoft.network/loadbalancers/")
-                .filter_map(|(i, _)| {
-                    let start = text[..i].rfind("\"/subscriptions/").map(|s| s + 1)?;
-                    let rest = &text[start..];
-                    rest.split("/backendaddresspools/").next().map(str::to_string)
-                })
+                .filter_map(|p| lb_pair_of_pool(p))
                 .any(|lb| !ours.contains(&lb));
             if foreign {
                 tracing::info!(nic = %nic_id, "NIC is in a backend pool of another load balancer; skipped");
@@ -485,5 +501,20 @@ mod tests {
             json!([{"id": "/other"}])
         );
         assert!(!references_any(&json!(cfgs), &["/lb/pools/k".to_string()]));
+    }
+
+    #[test]
+    fn the_internal_and_external_lb_of_the_cluster_are_one_pair() {
+        let p = |lb: &str| {
+            format!("/subscriptions/s/resourceGroups/RG/providers/Microsoft.Network/loadBalancers/{lb}/backendAddressPools/kubernetes")
+        };
+        assert_eq!(
+            lb_pair_of_pool(&p("kubernetes")),
+            lb_pair_of_pool(&p("kubernetes-internal"))
+        );
+        assert_ne!(lb_pair_of_pool(&p("kubernetes")), lb_pair_of_pool(&p("other")));
+        assert_eq!(lb_pair_of_pool("/not/a/pool"), None);
+        let nic = json!({"properties": {"ipConfigurations": [{"properties": {"loadBalancerBackendAddressPools": [{"id": p("x")}]}}]}});
+        assert_eq!(pool_ids_in(&nic), [p("x")]);
     }
 }

@@ -1,0 +1,311 @@
+//! The CCM as a process against kube-sim + azure-sim: a LoadBalancer Service's life (create → IP in status,
+//! change ports, internal ↔ external, delete → finalizer removed, no Azure leftovers), with ARM faults
+//! (5xx, 429, 412) injected throughout.
+
+use azure_sim::faults::{FaultKind, FaultRule};
+use k8s_openapi::api::core::v1::{Node, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Ccm(Child);
+
+impl Drop for Ccm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn eventually<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if t0.elapsed() >= within {
+            if let Ok(log) = std::env::var("CCM_LOG")
+                .and_then(|p| std::fs::read_to_string(p).map_err(|_| std::env::VarError::NotPresent))
+            {
+                eprintln!(
+                    "--- CCM log ---\n{}",
+                    log.lines()
+                        .rev()
+                        .take(60)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ingress(s: &Service) -> Vec<String> {
+    s.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .map(|i| i.iter().filter_map(|x| x.ip.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn lb(sim: &azure_sim::AzureSim, name: &str) -> Option<Value> {
+    let c = sim.cluster();
+    sim.resource(&format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/loadBalancers/{name}",
+        c.subscription, c.resource_group
+    ))
+}
+
+fn leftovers(sim: &azure_sim::AzureSim) -> Vec<String> {
+    let c = sim.cluster().clone();
+    sim.with_store(|s, _| {
+        let mut out: Vec<String> = s
+            .all()
+            .filter(|r| {
+                let id = r.id.to_ascii_lowercase();
+                id.contains("/publicipaddresses/")
+                    || id.contains("/loadbalancers/")
+                    || r.body
+                        .to_string()
+                        .to_ascii_lowercase()
+                        .contains("/backendaddresspools/")
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        let nsg = format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkSecurityGroups/{}",
+            c.subscription, c.resource_group, c.nsg
+        );
+        if let Some(rules) = s
+            .get(&nsg)
+            .and_then(|r| r.body["properties"]["securityRules"].as_array().cloned())
+        {
+            out.extend(rules.iter().filter_map(|r| r["name"].as_str().map(str::to_string)));
+        }
+        out
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_service_lifecycle_through_arm_faults() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = azure_sim::AzureSim::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Default::default(),
+        &azure_sim::scenario::Scenario::default_cluster(),
+    )
+    .await
+    .unwrap();
+    let kube = kube_sim::KubeSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("azure.json");
+    sim.write_config(&config).unwrap();
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    v["useInstanceMetadata"] = false.into();
+    // Retries after injected 5xx wait 1 s instead of 5 s.
+    v["cloudProviderBackoff"] = true.into();
+    v["cloudProviderBackoffDuration"] = 1.into();
+    std::fs::write(&config, v.to_string()).unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig).unwrap();
+    let kc = kube::config::Kubeconfig::from_yaml(&kube.kubeconfig()).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    for n in [
+        "k8s-pool1-vmss000000",
+        "k8s-pool1-vmss000001",
+        "k8s-pool1-vmss000002",
+        "k8s-pool2-0",
+        "k8s-pool2-1",
+    ] {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": n},
+            "spec": {"taints": [{"key": "node.cloudprovider.kubernetes.io/uninitialized", "value": "true", "effect": "NoSchedule"}]}}))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+        nodes
+            .patch_status(
+                n,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
+            )
+            .await
+            .unwrap();
+    }
+    // Faults on every ARM write path the service controller uses.
+    sim.set_faults(vec![
+        FaultRule {
+            method: Some("PUT".into()),
+            resource_type: Some("Microsoft.Network".into()),
+            fault: FaultKind::Status { status: 503 },
+            rate: 0.2,
+            count: Some(6),
+        },
+        FaultRule {
+            method: Some("PUT".into()),
+            resource_type: Some("publicIPAddresses".into()),
+            fault: FaultKind::Throttle { retry_after_secs: 1 },
+            rate: 1.0,
+            count: Some(1),
+        },
+        FaultRule {
+            method: Some("PUT".into()),
+            resource_type: Some("loadBalancers".into()),
+            fault: FaultKind::Status { status: 412 },
+            rate: 1.0,
+            count: Some(1),
+        },
+        FaultRule {
+            method: Some("DELETE".into()),
+            resource_type: None,
+            fault: FaultKind::Status { status: 500 },
+            rate: 0.3,
+            count: Some(4),
+        },
+    ]);
+    // On a timeout, the CCM's log tail is printed.
+    std::env::set_var("CCM_LOG", dir.path().join("ccm.log"));
+    let port = free_port();
+    let _ccm = Ccm(Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
+        .args([
+            "--cloud-config",
+            config.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ])
+        .args(["--bind-address", "127.0.0.1", "--secure-port", &port.to_string()])
+        .args(["--leader-elect=false", "--node-monitor-period=1s"])
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(dir.path().join("ccm.log"))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        )
+        .spawn()
+        .unwrap());
+    eventually("nodes initialised", Duration::from_secs(30), || async {
+        let l = nodes.list(&Default::default()).await.ok()?;
+        l.items
+            .iter()
+            .all(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_ref()).is_some())
+            .then_some(())
+    })
+    .await;
+
+    // Create.
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}]},
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    let ip = eventually("external IP in status", Duration::from_secs(60), || async {
+        let s = services.get("web").await.ok()?;
+        ingress(&s).first().cloned()
+    })
+    .await;
+    let s = services.get("web").await.unwrap();
+    assert!(s
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+        .contains(&"service.kubernetes.io/load-balancer-cleanup".to_string()));
+    let ext = lb(&sim, "kubernetes").expect("external LB");
+    assert_eq!(
+        ext["properties"]["loadBalancingRules"][0]["properties"]["frontendPort"],
+        80
+    );
+
+    // Change ports: the rules follow, the IP stays.
+    services
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"ports": [{"name": "http", "port": 8443, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}]}})),
+        )
+        .await
+        .unwrap();
+    eventually("rule on port 8443", Duration::from_secs(60), || async {
+        let l = lb(&sim, "kubernetes")?;
+        (l["properties"]["loadBalancingRules"][0]["properties"]["frontendPort"] == 8443).then_some(())
+    })
+    .await;
+    assert_eq!(ingress(&services.get("web").await.unwrap()), vec![ip]);
+
+    // External → internal: a private IP, the external LB (its last frontend gone) deleted.
+    services
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"}}})),
+        )
+        .await
+        .unwrap();
+    let private = eventually("private IP in status", Duration::from_secs(60), || async {
+        let s = services.get("web").await.ok()?;
+        ingress(&s).first().filter(|i| i.starts_with("10.")).cloned()
+    })
+    .await;
+    assert!(lb(&sim, "kubernetes-internal").is_some());
+    eventually("external LB deleted", Duration::from_secs(60), || async {
+        lb(&sim, "kubernetes").is_none().then_some(())
+    })
+    .await;
+    assert!(private.starts_with("10.240."));
+
+    // Delete: the finalizer goes last, nothing is left in Azure.
+    services.delete("web", &DeleteParams::default()).await.unwrap();
+    eventually("service gone", Duration::from_secs(60), || async {
+        services.get_opt("web").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    eventually("no leftovers", Duration::from_secs(30), || async {
+        leftovers(&sim).is_empty().then_some(())
+    })
+    .await;
+    assert!(leftovers(&sim).is_empty(), "{:?}", leftovers(&sim));
+    // Events with upstream's reasons.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client);
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for r in [
+        "EnsuringLoadBalancer",
+        "EnsuredLoadBalancer",
+        "DeletingLoadBalancer",
+        "DeletedLoadBalancer",
+    ] {
+        assert!(reasons.iter().any(|x| x == r), "no {r} event in {reasons:?}");
+    }
+    // The nodes were never deleted by the lifecycle controller through the faults.
+    assert_eq!(nodes.list(&Default::default()).await.unwrap().items.len(), 5);
+}
