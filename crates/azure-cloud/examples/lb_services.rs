@@ -24,6 +24,10 @@ fn summary(sim: &AzureSim) -> (usize, usize, usize, BTreeMap<String, usize>) {
             polls += 1;
             continue;
         }
+        if c.status == 429 {
+            *by.entry(format!("429 {} {}", c.method, c.resource_type)).or_insert(0) += 1;
+            continue;
+        }
         if c.method == "GET" {
             reads += 1;
         } else {
@@ -36,7 +40,7 @@ fn summary(sim: &AzureSim) -> (usize, usize, usize, BTreeMap<String, usize>) {
 
 fn report(phase: &str, sim: &AzureSim, took: Duration) {
     let (reads, writes, polls, by) = summary(sim);
-    println!("{phase}: {writes} writes, {reads} reads, {polls} LRO polls, wall {took:.2?}");
+    println!("{phase}: {writes} writes, {reads} reads (429 answers listed apart), {polls} LRO polls, wall {took:.2?}");
     for (k, v) in by {
         println!("    {v:>5}  {k}");
     }
@@ -117,8 +121,9 @@ async fn main() {
     }
     let nodes = Arc::new(nodes);
     println!(
-        "cluster: {} nodes in {sets} scale set(s); {services} services; sim latency {latency} ms/call, LRO {lro} ms; pools: {mode}; throttling model on",
-        nodes.len()
+        "cluster: {} nodes in {sets} scale set(s); {services} services; sim latency {latency} ms/call, LRO {lro} ms; pools: {mode}; throttling model {}",
+        nodes.len(),
+        if sim.options().throttling { "on" } else { "off" }
     );
 
     // S2 / S3: all services at once.

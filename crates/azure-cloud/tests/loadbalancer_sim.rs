@@ -529,3 +529,73 @@ async fn bad_input_fails_alone_and_user_pips_are_never_deleted() {
     assert!(sim.resource(&pip_id).is_some(), "a user's PIP is never deleted");
     assert!(lb(&sim, CLUSTER).is_none());
 }
+
+#[tokio::test]
+async fn basic_sku_spreads_services_over_the_availability_sets_load_balancers() {
+    let scenario = Scenario {
+        vm_type: "standard".into(),
+        availability_sets: vec![
+            AvailabilitySetSpec {
+                name: "as1".into(),
+                vm_name_prefix: "a-".into(),
+                vms: 2,
+                ..Default::default()
+            },
+            AvailabilitySetSpec {
+                name: "as2".into(),
+                vm_name_prefix: "b-".into(),
+                vms: 2,
+                ..Default::default()
+            },
+        ],
+        ..Scenario::default()
+    };
+    let (sim, cloud, _d) = setup(
+        &scenario,
+        json!({"loadBalancerSku": "basic", "primaryAvailabilitySetName": "as1"}),
+    )
+    .await;
+    let nodes = nodes(&cloud, &["a-0", "a-1", "b-0", "b-1"]).await;
+    let auto = json!({"service.beta.kubernetes.io/azure-load-balancer-mode": "__auto__"});
+    let one = service("one", &uid(31), &[80], auto.clone());
+    let two = service("two", &uid(32), &[80], auto.clone());
+    cloud.ensure_load_balancer(CLUSTER, &one, &nodes).await.unwrap();
+    cloud.ensure_load_balancer(CLUSTER, &two, &nodes).await.unwrap();
+    // The primary set's LB is named after the cluster; the other after its availability set.
+    let primary = lb(&sim, CLUSTER).expect("primary LB");
+    let other = lb(&sim, "as2").expect("as2 LB");
+    assert_eq!(primary["sku"]["name"], "Basic");
+    assert_eq!(count(&primary, "loadBalancingRules"), 1);
+    assert_eq!(
+        count(&other, "loadBalancingRules"),
+        1,
+        "the second service went to the emptier LB"
+    );
+    assert!(public_ips(&sim).iter().all(|p| p["sku"]["name"] == "Basic"));
+    // Basic: only the LB's own availability set joins its pool.
+    let pools_of = |nic: &str| {
+        sim.with_store(|s, _| {
+            s.all()
+                .find(|r| r.id.ends_with(&format!("/networkInterfaces/{nic}-nic")))
+                .map(|r| r.body.clone())
+        })
+        .unwrap()["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"]
+            .to_string()
+    };
+    assert!(
+        pools_of("a-0").contains("/loadBalancers/kubernetes/"),
+        "{}",
+        pools_of("a-0")
+    );
+    assert!(!pools_of("a-0").contains("/loadBalancers/as2/"));
+    assert!(pools_of("b-1").contains("/loadBalancers/as2/"), "{}", pools_of("b-1"));
+    assert!(!pools_of("b-1").contains("/loadBalancers/kubernetes/"));
+    // A second ensure keeps each service where it is: no writes.
+    sim.reset_calls();
+    cloud.ensure_load_balancer(CLUSTER, &two, &nodes).await.unwrap();
+    assert_eq!(total_writes(&sim), 0, "{:?}", writes(&sim));
+    cloud.ensure_load_balancer_deleted(CLUSTER, &one).await.unwrap();
+    cloud.ensure_load_balancer_deleted(CLUSTER, &two).await.unwrap();
+    assert!(lb(&sim, "as2").is_none());
+    assert_no_leftovers(&sim);
+}

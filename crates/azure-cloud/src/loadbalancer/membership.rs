@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Concurrent scale-set instance PUTs when `putVMSSVMBatchSize` is 0.
-pub const DEFAULT_INSTANCE_CONCURRENCY: usize = 32;
+pub const DEFAULT_INSTANCE_CONCURRENCY: usize = 16;
 
 /// A pool and its family.
 pub type PoolRef = (Family, String);
