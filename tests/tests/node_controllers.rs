@@ -70,6 +70,7 @@ async fn nodes_are_initialised_deleted_and_tainted() {
     let timing = Timing {
         node_status_update_frequency: Duration::from_secs(60),
         node_monitor_period: Duration::from_millis(200),
+        ..Default::default()
     };
     let task = tokio::spawn(controllers::run(client.clone(), cloud.clone(), timing));
 
@@ -194,6 +195,7 @@ async fn route_controller_creates_and_removes_pod_cidr_routes() {
         cluster_name: "kubernetes".into(),
         cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
         period: Duration::from_millis(100),
+        metrics: Default::default(),
     };
     sim.reset_calls();
     let (created, deleted) = controllers::route_pass(&nodes, &cloud, &settings).await.unwrap();
@@ -305,6 +307,7 @@ async fn node_initialisation_converges_through_arm_faults() {
     let timing = Timing {
         node_status_update_frequency: Duration::from_secs(60),
         node_monitor_period: Duration::from_millis(200),
+        ..Default::default()
     };
     let task = tokio::spawn(controllers::run(client.clone(), cloud.clone(), timing));
     for _ in 0..300 {

@@ -37,6 +37,8 @@ pub struct Timing {
     pub node_status_update_frequency: Duration,
     /// `--node-monitor-period` (lifecycle).
     pub node_monitor_period: Duration,
+    /// Where reconcile durations and errors go.
+    pub metrics: crate::metrics::ControllerMetrics,
 }
 
 impl Default for Timing {
@@ -44,6 +46,7 @@ impl Default for Timing {
         Self {
             node_status_update_frequency: Duration::from_secs(300),
             node_monitor_period: Duration::from_secs(5),
+            metrics: Default::default(),
         }
     }
 }
@@ -164,7 +167,10 @@ async fn node_controller(client: Client, cloud: Arc<dyn InstancesV2>, recorder: 
             continue;
         }
         let name = node.name_any();
-        match initialize(&api, cloud.as_ref(), &node).await {
+        let started = std::time::Instant::now();
+        let result = initialize(&api, cloud.as_ref(), &node).await;
+        timing.metrics.observe("cloud-node", started.elapsed(), result.is_ok());
+        match result {
             Ok(()) => {
                 backoff.remove(&name);
                 event(
@@ -311,7 +317,9 @@ async fn lifecycle_controller(client: Client, cloud: Arc<dyn InstancesV2>, recor
     let mut tick = tokio::time::interval(timing.node_monitor_period);
     loop {
         tick.tick().await;
+        let started = std::time::Instant::now();
         lifecycle_pass(&api, cloud.as_ref(), Some(&recorder)).await;
+        timing.metrics.observe("cloud-node-lifecycle", started.elapsed(), true);
     }
 }
 
@@ -324,6 +332,8 @@ pub struct RouteSettings {
     pub cluster_cidrs: Vec<ipnet::IpNet>,
     /// `--route-reconciliation-period`.
     pub period: Duration,
+    /// Where reconcile durations and errors go.
+    pub metrics: crate::metrics::ControllerMetrics,
 }
 
 fn pod_cidrs(node: &Node) -> Vec<String> {
@@ -443,7 +453,10 @@ pub async fn route_controller(client: Client, routes: Arc<dyn azure_cloud::provi
     let mut tick = tokio::time::interval(settings.period);
     loop {
         tick.tick().await;
-        match route_pass(&api, routes.as_ref(), &settings).await {
+        let started = std::time::Instant::now();
+        let result = route_pass(&api, routes.as_ref(), &settings).await;
+        settings.metrics.observe("route", started.elapsed(), result.is_ok());
+        match result {
             Ok((c, d)) if c + d > 0 => tracing::info!(created = c, deleted = d, "routes reconciled"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "route reconciliation failed"),

@@ -207,6 +207,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
             cluster_name: CLUSTER.into(),
             cluster_cidrs: vec!["10.244.0.0/16".parse().map_err(|e| format!("{e}"))?],
             period: std::time::Duration::from_secs(10),
+            metrics: Default::default(),
         },
     )));
     let lb: std::sync::Arc<dyn azure_cloud::provider::LoadBalancer> = cloud.clone();
@@ -216,6 +217,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
         crate::service::ServiceSettings {
             cluster_name: CLUSTER.into(),
             workers: 10,
+            metrics: Default::default(),
         },
         kube::runtime::events::Recorder::new(client.clone(), crate::service::COMPONENT.into()),
     )));

@@ -8,4 +8,5 @@ pub mod controllers;
 pub mod demo;
 pub mod leader;
 pub mod manager;
+pub mod metrics;
 pub mod service;

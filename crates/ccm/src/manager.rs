@@ -151,6 +151,8 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     if let Some(arm) = cloud.arm() {
         arm.metrics().register(&mut registry);
     }
+    let controller_metrics = crate::metrics::ControllerMetrics::default();
+    controller_metrics.register(&mut registry);
     let leader_gauge: Gauge = Gauge::default();
     registry.register(
         "leader_election_master_status",
@@ -210,6 +212,7 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     let timing = controllers::Timing {
         node_status_update_frequency: parse_duration(&opts.node_status_update_frequency)?,
         node_monitor_period: parse_duration(&opts.node_monitor_period)?,
+        metrics: controller_metrics.clone(),
     };
     let route_settings = if opts.configure_cloud_routes
         && opts.allocate_node_cidrs
@@ -229,6 +232,7 @@ pub async fn run(opts: &Options) -> Result<(), String> {
             cluster_name: opts.cluster_name.clone(),
             cluster_cidrs: cidrs,
             period: parse_duration(&opts.route_reconciliation_period)?,
+            metrics: controller_metrics.clone(),
         })
     } else {
         None
@@ -238,6 +242,7 @@ pub async fn run(opts: &Options) -> Result<(), String> {
         .then(|| crate::service::ServiceSettings {
             cluster_name: opts.cluster_name.clone(),
             workers: usize::try_from(opts.concurrent_service_syncs).unwrap_or(1).max(1),
+            metrics: controller_metrics.clone(),
         });
     // Without leader election the sender lives as long as the manager: `changed()` then never fires.
     let (_always_leading, not_elected) = tokio::sync::watch::channel(true);

@@ -43,6 +43,8 @@ pub struct ServiceSettings {
     pub cluster_name: String,
     /// `--concurrent-service-syncs`.
     pub workers: usize,
+    /// Where reconcile durations, errors and the queue depth go.
+    pub metrics: crate::metrics::ControllerMetrics,
 }
 
 /// A work queue with per-key de-duplication: a key is processed by one worker at a time; a key added while
@@ -376,7 +378,12 @@ impl Controller {
     async fn worker(self: Arc<Self>) {
         loop {
             let key = self.queue.next().await;
+            self.settings.metrics.set_depth(COMPONENT, self.queue.len());
+            let started = std::time::Instant::now();
             let result = self.sync(&key).await;
+            self.settings
+                .metrics
+                .observe("service", started.elapsed(), result.is_ok());
             let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
             match result {
                 Ok(()) => {

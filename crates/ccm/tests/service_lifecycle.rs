@@ -306,6 +306,16 @@ async fn load_balancer_service_lifecycle_through_arm_faults() {
     ] {
         assert!(reasons.iter().any(|x| x == r), "no {r} event in {reasons:?}");
     }
+    // Controller metrics on /metrics.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    for m in [
+        "controller_reconcile_duration_seconds_count{controller=\"service\"}",
+        "controller_reconcile_duration_seconds_count{controller=\"cloud-node\"}",
+        "workqueue_depth{name=\"service-controller\"}",
+        "cloudprovider_azure_api_request_duration_seconds",
+    ] {
+        assert!(metrics.contains(m), "{m} missing:\n{metrics}");
+    }
     // The nodes were never deleted by the lifecycle controller through the faults.
     assert_eq!(nodes.list(&Default::default()).await.unwrap().items.len(), 5);
 }
