@@ -86,9 +86,18 @@ pub struct Options {
     /// Address of the health and metrics endpoints.
     #[arg(long = "bind-address", default_value = "0.0.0.0")]
     pub bind_address: String,
-    /// Port of the health and metrics endpoints (served over plain HTTP in this version).
+    /// HTTPS port of `/healthz`, `/readyz` and `/metrics` (0: no HTTPS).
     #[arg(long = "secure-port", default_value_t = 10258)]
     pub secure_port: u16,
+    /// Plain-HTTP port of the same endpoints (0, the default: none).
+    #[arg(long = "port", default_value_t = 0)]
+    pub port: u16,
+    /// Certificate chain (PEM) for HTTPS; without it a self-signed certificate is generated at start.
+    #[arg(long = "tls-cert-file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// Private key (PEM) of `--tls-cert-file`.
+    #[arg(long = "tls-private-key-file")]
+    pub tls_private_key_file: Option<std::path::PathBuf>,
 }
 
 /// Subcommands.

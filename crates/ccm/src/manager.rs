@@ -200,14 +200,7 @@ pub async fn run(opts: &Options) -> Result<(), String> {
                 }
             }),
         );
-    let addr = format!("{}:{}", opts.bind_address, opts.secure_port);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    tracing::info!(address = %addr, "serving /healthz, /readyz, /metrics (plain HTTP)");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    serve_endpoints(opts, app).await?;
 
     let timing = controllers::Timing {
         node_status_update_frequency: parse_duration(&opts.node_status_update_frequency)?,
@@ -305,6 +298,70 @@ pub async fn run(opts: &Options) -> Result<(), String> {
         t.abort();
     }
     tracing::info!("shutting down");
+    Ok(())
+}
+
+/// The HTTPS configuration: `--tls-cert-file`/`--tls-private-key-file`, else a self-signed certificate for
+/// `localhost` and the host name, generated in memory at start (upstream writes one to `--cert-dir`).
+pub fn tls_config(opts: &Options) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let (chain, key) = match (&opts.tls_cert_file, &opts.tls_private_key_file) {
+        (Some(c), Some(k)) => {
+            let chain = CertificateDer::pem_file_iter(c)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("--tls-cert-file {}: {e}", c.display()))?;
+            let key =
+                PrivateKeyDer::from_pem_file(k).map_err(|e| format!("--tls-private-key-file {}: {e}", k.display()))?;
+            (chain, key)
+        }
+        (None, None) => {
+            let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), hostname()])
+                .map_err(|e| format!("cannot generate a self-signed certificate: {e}"))?;
+            let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+                .map_err(|e| format!("cannot use the generated key: {e}"))?;
+            (vec![ck.cert.der().clone()], key)
+        }
+        _ => return Err("--tls-cert-file and --tls-private-key-file go together".into()),
+    };
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("the TLS certificate and key do not fit: {e}"))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Serves the endpoints: HTTPS on `--secure-port`, plain HTTP on `--port` (each when non-zero).
+async fn serve_endpoints(opts: &Options, app: axum::Router) -> Result<(), String> {
+    if opts.secure_port == 0 && opts.port == 0 {
+        tracing::warn!("--secure-port=0 and --port=0: no health or metrics endpoints");
+    }
+    if opts.secure_port != 0 {
+        let tls = tls_config(opts)?;
+        let addr = format!("{}:{}", opts.bind_address, opts.secure_port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener = azure_sim::tls::TlsListener::new(listener, tls).map_err(|e| format!("{addr}: {e}"))?;
+        tracing::info!(address = %addr, "serving /healthz, /readyz, /metrics over HTTPS");
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
+    if opts.port != 0 {
+        let addr = format!("{}:{}", opts.bind_address, opts.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        tracing::info!(address = %addr, "serving /healthz, /readyz, /metrics over plain HTTP");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
     Ok(())
 }
 

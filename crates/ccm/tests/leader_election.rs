@@ -23,7 +23,13 @@ fn spawn_ccm(config: &std::path::Path, kubeconfig: &std::path::Path, port: u16) 
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
         ])
-        .args(["--bind-address", "127.0.0.1", "--secure-port", &port.to_string()])
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port=0",
+            "--port",
+            &port.to_string(),
+        ])
         .args([
             "--leader-elect-lease-duration=2s",
             "--leader-elect-renew-deadline=1s",

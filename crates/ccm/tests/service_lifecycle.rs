@@ -188,7 +188,7 @@ async fn load_balancer_service_lifecycle_through_arm_faults() {
     ]);
     // On a timeout, the CCM's log tail is printed.
     std::env::set_var("CCM_LOG", dir.path().join("ccm.log"));
-    let port = free_port();
+    let (port, secure) = (free_port(), free_port());
     let _ccm = Ccm(Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
         .args([
             "--cloud-config",
@@ -196,7 +196,14 @@ async fn load_balancer_service_lifecycle_through_arm_faults() {
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
         ])
-        .args(["--bind-address", "127.0.0.1", "--secure-port", &port.to_string()])
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--secure-port",
+            &secure.to_string(),
+        ])
         .args(["--leader-elect=false", "--node-monitor-period=1s"])
         .stdout(Stdio::null())
         .stderr(
@@ -306,8 +313,24 @@ async fn load_balancer_service_lifecycle_through_arm_faults() {
     ] {
         assert!(reasons.iter().any(|x| x == r), "no {r} event in {reasons:?}");
     }
+    // HTTPS on --secure-port (a self-signed certificate generated at start).
+    let https = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let health = https
+        .get(format!("https://127.0.0.1:{secure}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
     // Controller metrics on /metrics.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for m in [
         "controller_reconcile_duration_seconds_count{controller=\"service\"}",
         "controller_reconcile_duration_seconds_count{controller=\"cloud-node\"}",
