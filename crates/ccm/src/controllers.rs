@@ -68,7 +68,8 @@ fn taints_without(node: &Node, key: &str) -> Vec<Taint> {
         .collect()
 }
 
-fn is_ready(node: &Node) -> bool {
+/// True when the node's Ready condition is True.
+pub(crate) fn is_ready(node: &Node) -> bool {
     node.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())

@@ -9,6 +9,7 @@
 //! node set is also re-synced every 100 s. Services are reconciled by `--concurrent-service-syncs` workers
 //! at once: the provider group-commits their writes, so concurrency costs no extra ARM writes.
 
+use crate::controllers::is_ready;
 use azure_cloud::loadbalancer::backends::EXCLUDE_LABEL;
 use azure_cloud::loadbalancer::service::EventSink;
 use azure_cloud::provider::LoadBalancer;
@@ -164,14 +165,6 @@ fn current_ingress(s: &Service) -> Vec<String> {
 /// What decides whether a Service must be ensured again: uid, spec and annotations.
 fn fingerprint(s: &Service) -> String {
     json!([s.metadata.uid, s.spec, s.metadata.annotations]).to_string()
-}
-
-fn is_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True")
 }
 
 /// The nodes a load balancer should send traffic to: Ready, not marked for exclusion.

@@ -1,19 +1,14 @@
 //! Two CCM processes against kube-sim + azure-sim: only the leader acts; when it is killed the other takes
 //! over within the lease duration and initialises new nodes.
 
+mod common;
+use common::free_port;
+
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn spawn_ccm(config: &std::path::Path, kubeconfig: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
@@ -74,30 +69,14 @@ async fn metric(port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_acts_and_the_other_takes_over() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let sim = azure_sim::AzureSim::start(
-        "127.0.0.1:0".parse().unwrap(),
-        Default::default(),
-        &azure_sim::scenario::Scenario::default_cluster(),
-    )
-    .await
-    .unwrap();
-    let kube = kube_sim::KubeSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("azure.json");
-    sim.write_config(&config).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    v["useInstanceMetadata"] = false.into();
-    std::fs::write(&config, v.to_string()).unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    kube.write_kubeconfig(&kubeconfig).unwrap();
-    let kc = kube::config::Kubeconfig::from_yaml(&kube.kubeconfig()).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let common::Env {
+        sim: _sim,
+        kube: _kube,
+        dir: _dir,
+        config,
+        kubeconfig,
+        client,
+    } = common::env(serde_json::json!({})).await;
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, "kube-system");
 

@@ -2,6 +2,9 @@
 //! change ports, internal ↔ external, delete → finalizer removed, no Azure leftovers), with ARM faults
 //! (5xx, 429, 412) injected throughout.
 
+mod common;
+use common::free_port;
+
 use azure_sim::faults::{FaultKind, FaultRule};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -16,14 +19,6 @@ impl Drop for Ccm {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn eventually<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
@@ -107,33 +102,15 @@ fn leftovers(sim: &azure_sim::AzureSim) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_balancer_service_lifecycle_through_arm_faults() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let sim = azure_sim::AzureSim::start(
-        "127.0.0.1:0".parse().unwrap(),
-        Default::default(),
-        &azure_sim::scenario::Scenario::default_cluster(),
-    )
-    .await
-    .unwrap();
-    let kube = kube_sim::KubeSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("azure.json");
-    sim.write_config(&config).unwrap();
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    v["useInstanceMetadata"] = false.into();
     // Retries after injected 5xx wait 1 s instead of 5 s.
-    v["cloudProviderBackoff"] = true.into();
-    v["cloudProviderBackoffDuration"] = 1.into();
-    std::fs::write(&config, v.to_string()).unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    kube.write_kubeconfig(&kubeconfig).unwrap();
-    let kc = kube::config::Kubeconfig::from_yaml(&kube.kubeconfig()).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let common::Env {
+        sim,
+        kube: _kube,
+        dir,
+        config,
+        kubeconfig,
+        client,
+    } = common::env(json!({"cloudProviderBackoff": true, "cloudProviderBackoffDuration": 1})).await;
     let nodes: Api<Node> = Api::all(client.clone());
     for n in [
         "k8s-pool1-vmss000000",

@@ -1,0 +1,68 @@
+//! Set-up shared by the tests that run the CCM as a process against azure-sim and kube-sim.
+#![allow(dead_code)] // each test binary uses a part
+
+use serde_json::Value;
+
+/// azure-sim (default cluster), kube-sim, the files the CCM reads, and a client of kube-sim.
+pub struct Env {
+    /// The simulated Azure.
+    pub sim: azure_sim::AzureSim,
+    /// The simulated cluster.
+    pub kube: kube_sim::KubeSim,
+    /// Holds the files.
+    pub dir: tempfile::TempDir,
+    /// azure.json (ARM only, no IMDS).
+    pub config: std::path::PathBuf,
+    /// kubeconfig of kube-sim.
+    pub kubeconfig: std::path::PathBuf,
+    /// A client of kube-sim.
+    pub client: kube::Client,
+}
+
+/// Starts both simulators and writes azure.json (with `tweak` applied) and the kubeconfig.
+pub async fn env(tweak: Value) -> Env {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = azure_sim::AzureSim::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Default::default(),
+        &azure_sim::scenario::Scenario::default_cluster(),
+    )
+    .await
+    .unwrap();
+    let kube = kube_sim::KubeSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("azure.json");
+    sim.write_config(&config).unwrap();
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    v["useInstanceMetadata"] = false.into();
+    for (k, val) in tweak.as_object().into_iter().flatten() {
+        v[k] = val.clone();
+    }
+    std::fs::write(&config, v.to_string()).unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig).unwrap();
+    let kc = kube::config::Kubeconfig::from_yaml(&kube.kubeconfig()).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    Env {
+        sim,
+        kube,
+        dir,
+        config,
+        kubeconfig,
+        client,
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
