@@ -41,6 +41,8 @@ pub struct ArmClients {
     pub route_tables: Arc<dyn RouteTables>,
     /// Subnets.
     pub subnets: Arc<dyn Subnets>,
+    /// Managed disks.
+    pub disks: Arc<dyn crate::arm::Disks>,
 }
 
 impl From<AzureClients> for ArmClients {
@@ -56,7 +58,8 @@ impl From<AzureClients> for ArmClients {
             public_ips: c.clone(),
             security_groups: c.clone(),
             route_tables: c.clone(),
-            subnets: c,
+            subnets: c.clone(),
+            disks: c,
         }
     }
 }
@@ -170,6 +173,22 @@ impl AzureCloud {
     /// The ARM pipeline (metrics, gates), when built by [`AzureCloud::new`].
     pub fn arm(&self) -> Option<&Arc<ArmClient>> {
         self.arm.as_ref()
+    }
+
+    /// A data-disk controller over this provider's clients and VM sets (for CSI drivers).
+    pub fn disks(&self) -> crate::disks::DiskController {
+        crate::disks::DiskController::new(self.clients.clone(), self.vmset.clone())
+    }
+
+    /// The cluster's node groups (scale sets of the resource group), bounded by `specs` or by their
+    /// `min`/`max` tags (for cluster autoscalers).
+    pub fn node_groups(&self, specs: Vec<crate::nodegroups::NodeGroupSpec>) -> crate::nodegroups::NodeGroups {
+        crate::nodegroups::NodeGroups::new(
+            self.clients.clone(),
+            self.vmset.clone(),
+            &self.cfg.resource_group,
+            specs,
+        )
     }
 
     /// The load-balancer applier (e.g. to set where Warning events go).

@@ -68,29 +68,7 @@ pub(crate) async fn change_instances(State(s): State<Arc<Shared>>, Json(change):
                 "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachineScaleSets/{scale_set}",
                 s.cluster.subscription, s.cluster.resource_group
             );
-            let mut added = Vec::new();
-            let next = store
-                .list(&format!("{ss_id}/virtualMachines"))
-                .iter()
-                .filter_map(|r| {
-                    r.body
-                        .get("instanceId")
-                        .and_then(Value::as_str)
-                        .and_then(|i| i.parse::<u64>().ok())
-                })
-                .max()
-                .map_or(0, |m| m + 1);
-            let mut res = Ok(());
-            for id in next..next + u64::from(count) {
-                match scenario::add_scale_set_instance(&mut store, &ss_id, id, "running", false) {
-                    Ok(vm) => added.push(vm),
-                    Err(e) => {
-                        res = Err(e);
-                        break;
-                    }
-                }
-            }
-            res.map(|_| json!({"added": added}))
+            scenario::scale_out(&mut store, &ss_id, u64::from(count)).map(|added| json!({"added": added}))
         }
         Change::Remove { id } => scenario::remove_vm(&mut store, &id).map(|_| json!({"removed": id})),
         Change::Power { id, state } => {

@@ -457,6 +457,7 @@ fn dispatch(
             write(s, &mut store, t, headers, parsed, *method == Method::PATCH, now)
         }
         Method::DELETE => delete(s, &mut store, t, now),
+        Method::POST => action(s, &mut store, t, body, now),
         _ => arm_error(
             StatusCode::BAD_REQUEST,
             "UnsupportedOperation",
@@ -825,7 +826,76 @@ fn write(
     if let Err(e) = rules::validate(store, &t.arm_type(), &id, &mut new_body) {
         return arm_error(StatusCode::BAD_REQUEST, &e.code, &e.message);
     }
-    finish_write(s, store, t, new_body, now, existing.is_none(), None)
+    let capacity = new_body.pointer("/sku/capacity").and_then(Value::as_u64);
+    let scale_set = t
+        .arm_type()
+        .eq_ignore_ascii_case("Microsoft.Compute/virtualMachineScaleSets");
+    let resp = finish_write(s, store, t, new_body, now, existing.is_none(), None);
+    if let (true, Some(want), true) = (scale_set, capacity, resp.status().is_success()) {
+        // A capacity change creates or deletes instances (computer names: prefix + base 36).
+        let have = crate::scenario::instance_ids(store, &id).len() as u64;
+        let r = if want > have {
+            crate::scenario::scale_out(store, &id, want - have).map(|_| ())
+        } else {
+            crate::scenario::scale_in(store, &id, have - want).map(|_| ())
+        };
+        if let Err(e) = r {
+            return arm_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e);
+        }
+    }
+    resp
+}
+
+/// POST actions: `virtualMachineScaleSets/{name}/delete` (deleteInstances).
+fn action(s: &Shared, store: &mut Store, t: &Target, body: &[u8], now: u64) -> Response {
+    let is_delete_instances = t.pairs.len() == 1
+        && t.pairs[0].0.eq_ignore_ascii_case("virtualMachineScaleSets")
+        && t.collection
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case("delete"));
+    if !is_delete_instances {
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "UnsupportedOperation",
+            &format!(
+                "azure-sim does not implement POST {}",
+                t.collection.as_deref().unwrap_or("")
+            ),
+        );
+    }
+    let ss_id = t.id();
+    let Some(ss) = store.get(&ss_id).cloned() else {
+        return not_found(t);
+    };
+    if ss.busy_until_ms > now {
+        return busy(s, ss.busy_until_ms, now, &ss.id);
+    }
+    let ids: Vec<String> = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("instanceIds").and_then(Value::as_array).cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    if ids.is_empty() {
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "instanceIds must list at least one instance.",
+        );
+    }
+    for id in &ids {
+        let vm = format!("{}/virtualMachines/{id}", ss.id);
+        if store.get(&vm).is_some() {
+            if let Err(e) = crate::scenario::remove_vm(store, &vm) {
+                return arm_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e);
+            }
+        }
+    }
+    let (op, done) = new_operation(s, now);
+    let mut r = StatusCode::ACCEPTED.into_response();
+    lro_headers(s, &mut r, &t.ns, &op, done, now, true);
+    r
 }
 
 fn finish_write(

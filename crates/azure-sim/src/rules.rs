@@ -43,6 +43,9 @@ pub fn validate(store: &mut Store, arm_type: &str, id: &str, body: &mut Value) -
         "microsoft.network/networksecuritygroups" => security_group(body),
         "microsoft.network/routetables" => route_table(body),
         "microsoft.network/networkinterfaces" => nic(store, id, body),
+        "microsoft.compute/virtualmachines" | "microsoft.compute/virtualmachinescalesets/virtualmachines" => {
+            data_disks(store, id, body)
+        }
         _ => Ok(()),
     }
 }
@@ -307,6 +310,85 @@ fn nic(store: &mut Store, id: &str, body: &mut Value) -> Result<(), RuleError> {
     Ok(())
 }
 
+/// Data disks of a VM or scale-set instance: LUNs 0..63 and unique; each managed disk exists and is not
+/// attached to another VM.
+fn data_disks(store: &Store, vm_id: &str, body: &Value) -> Result<(), RuleError> {
+    let disks = body
+        .pointer("/properties/storageProfile/dataDisks")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut luns = HashSet::new();
+    for d in &disks {
+        let lun = d.get("lun").and_then(Value::as_i64).unwrap_or(-1);
+        if !(0..=63).contains(&lun) {
+            return err(
+                "InvalidParameter",
+                format!("Data disk LUN {lun} of {vm_id} is outside 0..63."),
+            );
+        }
+        if !luns.insert(lun) {
+            return err("InvalidParameter", format!("Two data disks of {vm_id} use LUN {lun}."));
+        }
+        let Some(disk_id) = str_at(d, &["managedDisk", "id"]) else {
+            continue;
+        };
+        let Some(disk) = store.get(disk_id) else {
+            return err("NotFound", format!("Disk {disk_id} was not found."));
+        };
+        if let Some(owner) = disk.body.get("managedBy").and_then(Value::as_str) {
+            if !owner.is_empty() && !owner.eq_ignore_ascii_case(vm_id) {
+                return err(
+                    "OperationNotAllowed",
+                    format!("Disk {disk_id} is already attached to VM {owner}; detach it first."),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After a VM write: the disks it lists are attached to it (`managedBy`), the ones it no longer lists are not.
+fn attach_disks(store: &mut Store, vm_id: &str, body: &Value) {
+    let wanted: HashSet<String> = body
+        .pointer("/properties/storageProfile/dataDisks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| str_at(d, &["managedDisk", "id"]).map(lower))
+        .collect();
+    release_disks(store, vm_id, &wanted);
+    for id in &wanted {
+        if let Some(r) = store.get_mut(id) {
+            r.body["managedBy"] = json!(vm_id);
+            r.body["properties"]["diskState"] = json!("Attached");
+        }
+    }
+}
+
+/// Clears `managedBy` on the disks attached to `vm_id`, except `keep` (lower-cased ids).
+pub fn release_disks(store: &mut Store, vm_id: &str, keep: &HashSet<String>) {
+    let attached: Vec<String> = store
+        .all()
+        .filter(|r| {
+            r.body
+                .get("managedBy")
+                .and_then(Value::as_str)
+                .is_some_and(|m| m.eq_ignore_ascii_case(vm_id))
+        })
+        .map(|r| r.id.clone())
+        .filter(|id| !keep.contains(&lower(id)))
+        .collect();
+    for id in attached {
+        if let Some(r) = store.get_mut(&id) {
+            if let Some(o) = r.body.as_object_mut() {
+                o.remove("managedBy");
+            }
+            r.body["properties"]["diskState"] = json!("Unattached");
+        }
+    }
+}
+
 /// Refuses deleting a resource that another resource references.
 pub fn check_delete(store: &Store, arm_type: &str, id: &str) -> Result<(), RuleError> {
     let users = store.referrers(id);
@@ -336,9 +418,16 @@ pub fn release_addresses(store: &mut Store, body: &Value) {
 }
 
 /// What ARM does after a write beyond storing it: a scale-set instance's network profile configuration
-/// (backend pools of its IP configurations) is applied to the instance's NICs.
+/// (backend pools of its IP configurations) is applied to the instance's NICs; the data disks a VM or
+/// instance lists are attached to it (`managedBy`) and the ones it dropped are released.
 pub fn propagate(store: &mut Store, arm_type: &str, body: &Value) {
-    if !lower(arm_type).ends_with("virtualmachinescalesets/virtualmachines") {
+    let t = lower(arm_type);
+    if t == "microsoft.compute/virtualmachines" || t == "microsoft.compute/virtualmachinescalesets/virtualmachines" {
+        if let Some(id) = body.get("id").and_then(Value::as_str).map(str::to_string) {
+            attach_disks(store, &id, body);
+        }
+    }
+    if !t.ends_with("virtualmachinescalesets/virtualmachines") {
         return;
     }
     let configs = body

@@ -505,13 +505,63 @@ pub fn add_scale_set_instance(
     Ok(vm_id)
 }
 
-/// Removes a VM or scale-set instance and its NICs and instance public IPs.
+/// The instance ids of a scale set.
+pub fn instance_ids(store: &Store, ss_id: &str) -> Vec<u64> {
+    let mut ids: Vec<u64> = store
+        .list(&format!("{ss_id}/virtualMachines"))
+        .iter()
+        .filter_map(|r| {
+            r.body
+                .get("instanceId")
+                .and_then(Value::as_str)
+                .and_then(|i| i.parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn set_capacity(store: &mut Store, ss_id: &str) {
+    let n = instance_ids(store, ss_id).len();
+    if let Some(r) = store.get_mut(ss_id) {
+        r.body["sku"]["capacity"] = json!(n);
+    }
+}
+
+/// Adds `count` instances to a scale set with the next free instance ids (computer names: prefix + base 36);
+/// the capacity follows.
+pub fn scale_out(store: &mut Store, ss_id: &str, count: u64) -> Result<Vec<String>, String> {
+    let next = instance_ids(store, ss_id).last().map_or(0, |m| m + 1);
+    let mut added = Vec::new();
+    for id in next..next + count {
+        added.push(add_scale_set_instance(store, ss_id, id, "running", false)?);
+    }
+    set_capacity(store, ss_id);
+    Ok(added)
+}
+
+/// Removes `count` instances, highest instance ids first (Azure's default scale-in order within a zone
+/// balance); the capacity follows.
+pub fn scale_in(store: &mut Store, ss_id: &str, count: u64) -> Result<Vec<String>, String> {
+    let ids = instance_ids(store, ss_id);
+    let mut removed = Vec::new();
+    for id in ids.iter().rev().take(usize::try_from(count).unwrap_or(usize::MAX)) {
+        let vm = format!("{ss_id}/virtualMachines/{id}");
+        remove_vm(store, &vm)?;
+        removed.push(vm);
+    }
+    Ok(removed)
+}
+
+/// Removes a VM or scale-set instance and its NICs and instance public IPs; its data disks are released and
+/// a scale set's capacity follows.
 pub fn remove_vm(store: &mut Store, vm_id: &str) -> Result<(), String> {
     let vm = store
         .get(vm_id)
         .ok_or_else(|| format!("{vm_id} not found"))?
         .body
         .clone();
+    crate::rules::release_disks(store, vm_id, &Default::default());
     for nic in crate::store::nic_ids(&vm) {
         if let Some(n) = store.get(&nic).map(|r| r.body.clone()) {
             crate::rules::release_addresses(store, &n);
@@ -519,6 +569,13 @@ pub fn remove_vm(store: &mut Store, vm_id: &str) -> Result<(), String> {
         store.remove(&nic);
     }
     store.remove(vm_id);
+    let lower = vm_id.to_ascii_lowercase();
+    if let Some(i) = lower
+        .find("/virtualmachines/")
+        .filter(|_| lower.contains("/virtualmachinescalesets/"))
+    {
+        set_capacity(store, &vm_id[..i]);
+    }
     Ok(())
 }
 

@@ -58,6 +58,17 @@ impl Etagged for serde_json::Value {
     }
 }
 
+/// api-version of managed disks (`Microsoft.Compute/disks` has its own versions; the compute package the
+/// crate builds does not include disk models, so disks are read as JSON).
+pub const DISK_API_VERSION: &str = "2024-03-02";
+
+/// Managed disks (read only: the provider attaches them through VM writes).
+#[async_trait]
+pub trait Disks: Send + Sync {
+    /// GET a disk by resource group and name, as JSON (`managedBy`, `diskState`, ...).
+    async fn get(&self, rg: &str, name: &str) -> Result<serde_json::Value, ArmError>;
+}
+
 /// Virtual machines.
 #[async_trait]
 pub trait VirtualMachines: Send + Sync {
@@ -72,12 +83,14 @@ pub trait VirtualMachines: Send + Sync {
         name: &str,
         vm: &compute::VirtualMachine,
     ) -> Result<compute::VirtualMachine, ArmError>;
-    /// PATCH.
+    /// PATCH with `If-Match` when an ETag is given. JSON body: an emptied list (the last data disk
+    /// detached) must be sent as `[]`, which the generated models would drop.
     async fn update(
         &self,
         rg: &str,
         name: &str,
-        patch: &compute::VirtualMachineUpdate,
+        patch: &serde_json::Value,
+        if_match: Option<&str>,
     ) -> Result<compute::VirtualMachine, ArmError>;
 }
 
@@ -112,6 +125,8 @@ pub trait VirtualMachineScaleSets: Send + Sync {
         name: &str,
         patch: &serde_json::Value,
     ) -> Result<compute::VirtualMachineScaleSet, ArmError>;
+    /// POST `.../delete` (deleteInstances): deletes these instances in one call, reducing the capacity.
+    async fn delete_instances(&self, rg: &str, name: &str, instance_ids: &[String]) -> Result<(), ArmError>;
 }
 
 /// Scale-set instances.
@@ -443,11 +458,22 @@ impl VirtualMachines for AzureClients {
         &self,
         rg: &str,
         name: &str,
-        patch: &compute::VirtualMachineUpdate,
+        patch: &serde_json::Value,
+        if_match: Option<&str>,
     ) -> Result<compute::VirtualMachine, ArmError> {
         let p = self.path(VM_PATCH, rg, &[("virtualMachines", name)], None)?;
-        self.write(Method::PATCH, VM_PATCH, p, COMPUTE_API_VERSION, patch, None)
+        self.write(Method::PATCH, VM_PATCH, p, COMPUTE_API_VERSION, patch, if_match)
             .await
+    }
+}
+
+const DISK_GET: Operation = op(C, "disks", "disk", "get", "diskRateLimit");
+
+#[async_trait]
+impl Disks for AzureClients {
+    async fn get(&self, rg: &str, name: &str) -> Result<serde_json::Value, ArmError> {
+        let p = self.path(DISK_GET, rg, &[("disks", name)], None)?;
+        AzureClients::get(self, DISK_GET, p, DISK_API_VERSION, false).await
     }
 }
 
@@ -487,6 +513,13 @@ const SS_PUT: Operation = op(
     "create_or_update",
     "virtualMachineScaleSetRateLimit",
 );
+const SS_DELETE_INSTANCES: Operation = op(
+    C,
+    "virtualMachineScaleSets",
+    "vmss",
+    "delete_instances",
+    "virtualMachineScaleSetRateLimit",
+);
 const SS_PATCH: Operation = op(
     C,
     "virtualMachineScaleSets",
@@ -523,6 +556,19 @@ impl VirtualMachineScaleSets for AzureClients {
         let p = self.path(SS_PATCH, rg, &[("virtualMachineScaleSets", name)], None)?;
         self.write(Method::PATCH, SS_PATCH, p, COMPUTE_API_VERSION, patch, None)
             .await
+    }
+    async fn delete_instances(&self, rg: &str, name: &str, instance_ids: &[String]) -> Result<(), ArmError> {
+        let p = self.path(
+            SS_DELETE_INSTANCES,
+            rg,
+            &[("virtualMachineScaleSets", name)],
+            Some("delete"),
+        )?;
+        let body = serde_json::json!({ "instanceIds": instance_ids });
+        let mut r = ArmRequest::new(Method::POST, p, COMPUTE_API_VERSION, SS_DELETE_INSTANCES);
+        r.body = Some(body.to_string().into_bytes().into());
+        // The answer carries no body worth decoding; the LRO's outcome is what counts.
+        self.arm.execute(r).await.map(|_| ())
     }
 }
 
