@@ -667,3 +667,89 @@ async fn imds_load_balancer_lists_public_frontends_of_the_local_vms_pools() {
     assert_eq!(list[0]["privateIpAddress"], "10.240.0.4");
     assert!(list[0]["frontendIpAddress"].as_str().unwrap().starts_with("20."));
 }
+
+#[tokio::test]
+async fn disks_capacity_changes_and_delete_instances() {
+    let t = start(SimOptions::default()).await;
+    let disk = t.cmp("disks/data-1");
+    let (s, _, _) = t
+        .call(
+            Method::PUT,
+            &disk,
+            "2024-03-02",
+            Some(json!({"location": "eastus", "properties": {"diskSizeGB": 8}})),
+            &[],
+        )
+        .await;
+    assert!(s.is_success());
+    // Attach to a VM (PATCH of its data disks): the disk's managedBy follows.
+    let vm = t.cmp("virtualMachines/k8s-pool2-0");
+    let attach = json!({"properties": {"storageProfile": {"dataDisks": [{"lun": 0, "createOption": "Attach", "managedDisk": {"id": disk}}]}}});
+    let (s, _, _) = t.call(Method::PATCH, &vm, CMP, Some(attach.clone()), &[]).await;
+    assert!(s.is_success(), "{s}");
+    let (_, d) = t.get(&disk, "2024-03-02").await;
+    assert!(d["managedBy"]
+        .as_str()
+        .unwrap()
+        .ends_with("/virtualMachines/k8s-pool2-0"));
+    // Another VM cannot take it; a duplicate LUN or a missing disk is refused.
+    let other = t.cmp("virtualMachines/k8s-pool2-1");
+    let (s, _, v) = t.call(Method::PATCH, &other, CMP, Some(attach), &[]).await;
+    assert_eq!((s.as_u16(), code(&v)), (400, "OperationNotAllowed"));
+    let dup = json!({"properties": {"storageProfile": {"dataDisks": [{"lun": 1, "managedDisk": {"id": disk}}, {"lun": 1, "managedDisk": {"id": t.cmp("disks/x")}}]}}});
+    let (s, _, v) = t.call(Method::PATCH, &vm, CMP, Some(dup), &[]).await;
+    assert_eq!((s.as_u16(), code(&v)), (400, "InvalidParameter"));
+    // Detach (an empty list) releases it.
+    let (s, _, _) = t
+        .call(
+            Method::PATCH,
+            &vm,
+            CMP,
+            Some(json!({"properties": {"storageProfile": {"dataDisks": []}}})),
+            &[],
+        )
+        .await;
+    assert!(s.is_success());
+    let (_, d) = t.get(&disk, "2024-03-02").await;
+    assert!(d.get("managedBy").is_none());
+
+    // Capacity 3 → 5 creates instances 3 and 4 (computer names prefix + base 36); 5 → 4 removes the highest.
+    let ss = t.cmp("virtualMachineScaleSets/k8s-pool1-vmss");
+    let (s, _, _) = t
+        .call(Method::PATCH, &ss, CMP, Some(json!({"sku": {"capacity": 5}})), &[])
+        .await;
+    assert!(s.is_success());
+    let (_, list) = t.get(&format!("{ss}/virtualMachines"), CMP).await;
+    let names: Vec<&str> = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.pointer("/properties/osProfile/computerName").and_then(Value::as_str))
+        .collect();
+    assert_eq!(names.len(), 5);
+    assert!(names.contains(&"k8s-pool1-vmss000004"), "{names:?}");
+    let (_, model) = t.get(&ss, CMP).await;
+    assert!(
+        model["properties"]["virtualMachineProfile"]["networkProfile"].is_object(),
+        "a capacity PATCH keeps the model"
+    );
+    t.call(Method::PATCH, &ss, CMP, Some(json!({"sku": {"capacity": 4}})), &[])
+        .await;
+    let (s, _) = t.get(&format!("{ss}/virtualMachines/4"), CMP).await;
+    assert_eq!(s.as_u16(), 404);
+    // deleteInstances: the given ones go, the capacity follows.
+    let (s, _, _) = t
+        .call(
+            Method::POST,
+            &format!("{ss}/delete"),
+            CMP,
+            Some(json!({"instanceIds": ["0", "2"]})),
+            &[],
+        )
+        .await;
+    assert_eq!(s.as_u16(), 202);
+    let (_, model) = t.get(&ss, CMP).await;
+    assert_eq!(model["sku"]["capacity"], 2);
+    let (s, _) = t.get(&format!("{ss}/virtualMachines/0"), CMP).await;
+    assert_eq!(s.as_u16(), 404);
+}
