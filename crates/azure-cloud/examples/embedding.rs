@@ -40,8 +40,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let node: Node = serde_json::from_value(json!({"metadata": {"name": "k8s-pool1-vmss000001"}}))?;
     let md = cloud.instance_metadata(&node).await?;
     println!(
-        "node {}: {} in {} ({})",
-        "k8s-pool1-vmss000001", md.instance_type, md.zone, md.provider_id
+        "node k8s-pool1-vmss000001: {} in {} ({})",
+        md.instance_type, md.zone, md.provider_id
     );
 
     // 4. LoadBalancer: a Service's public IP, rules and security rule.
@@ -49,7 +49,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "metadata": {"name": "web", "namespace": "default", "uid": "0b9a6c2e-6a55-4c3e-9a51-2f1d3c4b5a69"},
         "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]},
     }))?;
-    let status = cloud.ensure_load_balancer("kubernetes", &svc, &[node.clone()]).await?;
+    let status = cloud
+        .ensure_load_balancer("kubernetes", &svc, std::slice::from_ref(&node))
+        .await?;
     let ip = status
         .ingress
         .unwrap_or_default()
