@@ -220,6 +220,22 @@ fn retry_after_secs(s: &Shared, sim_ms: u64) -> u64 {
     s.clock.to_real(Duration::from_millis(sim_ms)).as_secs_f64().ceil() as u64
 }
 
+/// `Retry-After` (whole seconds, at least `min_secs`) and `retry-after-ms` (Azure SDKs read it first): with
+/// a sped-up clock, whole seconds alone would stretch every short wait to one real second.
+fn set_retry_after(s: &Shared, r: &mut Response, sim_ms: u64, min_secs: u64) {
+    let secs = retry_after_secs(s, sim_ms).max(min_secs);
+    let ms = s
+        .clock
+        .to_real(Duration::from_millis(sim_ms))
+        .as_millis()
+        .max(u128::from(min_secs) * 1000);
+    for (name, v) in [("retry-after", secs.to_string()), ("retry-after-ms", ms.to_string())] {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            r.headers_mut().insert(name, v);
+        }
+    }
+}
+
 async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     if !s.opts.latency.is_zero() {
         tokio::time::sleep(s.opts.latency).await;
@@ -286,9 +302,7 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
         Ok(h) => h,
         Err(t) => {
             let mut r = arm_error(StatusCode::TOO_MANY_REQUESTS, t.code, &t.message);
-            if let Ok(v) = HeaderValue::from_str(&retry_after_secs(&s, t.wait_ms).max(1).to_string()) {
-                r.headers_mut().insert("retry-after", v);
-            }
+            set_retry_after(&s, &mut r, t.wait_ms, 1);
             return finish(r);
         }
     };
@@ -368,7 +382,7 @@ fn poll(s: &Shared, ns: &str, kind: &str, id: &str) -> Response {
     };
     let now = s.clock.now_ms();
     let done = now >= op.done_at_ms;
-    let retry = retry_after_secs(s, op.done_at_ms.saturating_sub(now));
+    let remaining = op.done_at_ms.saturating_sub(now);
     if kind == "operationresults" {
         if done {
             return StatusCode::OK.into_response();
@@ -381,17 +395,13 @@ fn poll(s: &Shared, ns: &str, kind: &str, id: &str) -> Response {
         if let Ok(v) = HeaderValue::from_str(&url) {
             r.headers_mut().insert("location", v);
         }
-        if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
-            r.headers_mut().insert("retry-after", v);
-        }
+        set_retry_after(s, &mut r, remaining, 0);
         return r;
     }
     let status = if done { "Succeeded" } else { "InProgress" };
     let mut r = json_response(StatusCode::OK, &json!({"name": id, "status": status}));
     if !done {
-        if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
-            r.headers_mut().insert("retry-after", v);
-        }
+        set_retry_after(s, &mut r, remaining, 0);
     }
     r
 }
@@ -650,9 +660,7 @@ fn lro_headers(s: &Shared, r: &mut Response, ns: &str, op: &str, done: u64, now:
     if let Ok(v) = HeaderValue::from_str(&url) {
         r.headers_mut().insert(name, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&retry_after_secs(s, done.saturating_sub(now)).to_string()) {
-        r.headers_mut().insert("retry-after", v);
-    }
+    set_retry_after(s, r, done.saturating_sub(now), 0);
 }
 
 fn check_conditions(headers: &HeaderMap, current_etag: Option<&str>, id: &str) -> Option<Response> {

@@ -218,6 +218,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
             cluster_name: CLUSTER.into(),
             workers: 10,
             metrics: Default::default(),
+            node_sync_period: crate::service::NODE_SYNC_PERIOD,
         },
         kube::runtime::events::Recorder::new(client.clone(), crate::service::COMPONENT.into()),
     )));

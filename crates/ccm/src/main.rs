@@ -21,6 +21,26 @@ fn main() {
         }
         return;
     }
+    if let Some(ccm::cli::Command::Bench(args)) = &opts.command {
+        let rt = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("cannot start the runtime: {e}");
+                std::process::exit(1);
+            }
+        };
+        match rt.block_on(ccm::bench::run(args, &mut std::io::stdout())) {
+            Ok(true) => return,
+            Ok(false) => {
+                eprintln!("bench: a target was missed (✗ above)");
+                std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("bench failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     if opts.check_config {
         let code = ccm::cli::run(&opts, &mut std::io::stdout(), &mut std::io::stderr());
         std::process::exit(code);

@@ -230,12 +230,14 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     } else {
         None
     };
+    let node_sync_period = parse_duration(&opts.node_sync_period)?;
     let service_settings = enabled
         .contains(&"service-lb-controller")
         .then(|| crate::service::ServiceSettings {
             cluster_name: opts.cluster_name.clone(),
             workers: usize::try_from(opts.concurrent_service_syncs).unwrap_or(1).max(1),
             metrics: controller_metrics.clone(),
+            node_sync_period,
         });
     // Without leader election the sender lives as long as the manager: `changed()` then never fires.
     let (_always_leading, not_elected) = tokio::sync::watch::channel(true);

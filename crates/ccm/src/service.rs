@@ -34,7 +34,7 @@ pub const COMPONENT: &str = "service-controller";
 pub const BACKOFF_MIN: Duration = Duration::from_secs(5);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// Periodic re-sync of the backend node set.
+/// Periodic re-sync of the backend node set (default of `--node-sync-period`).
 pub const NODE_SYNC_PERIOD: Duration = Duration::from_secs(100);
 
 /// Service controller settings.
@@ -46,6 +46,8 @@ pub struct ServiceSettings {
     pub workers: usize,
     /// Where reconcile durations, errors and the queue depth go.
     pub metrics: crate::metrics::ControllerMetrics,
+    /// `--node-sync-period`.
+    pub node_sync_period: Duration,
 }
 
 /// A work queue with per-key de-duplication: a key is processed by one worker at a time; a key added while
@@ -228,6 +230,9 @@ struct Controller {
     queue: Arc<Queue>,
     failures: Mutex<HashMap<String, u32>>,
     synced: Mutex<HashMap<String, String>>,
+    /// Bumped on every node event; the backend list is recomputed when it changes.
+    node_generation: std::sync::atomic::AtomicU64,
+    backends: Mutex<Option<(u64, Arc<Vec<Node>>)>>,
 }
 
 impl Controller {
@@ -244,8 +249,19 @@ impl Controller {
         }
     }
 
-    fn backends(&self) -> Vec<Node> {
-        backend_nodes(&self.nodes.state())
+    /// The backend nodes, computed once per node-store change and shared by every worker (200 workers each
+    /// holding their own copy of 1,000 Nodes would cost hundreds of MiB).
+    fn backends(&self) -> Arc<Vec<Node>> {
+        let generation = self.node_generation.load(std::sync::atomic::Ordering::Acquire);
+        let mut cached = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, v)) = cached.as_ref() {
+            if *g == generation {
+                return v.clone();
+            }
+        }
+        let v = Arc::new(backend_nodes(&self.nodes.state()));
+        *cached = Some((generation, v.clone()));
+        v
     }
 
     fn api(&self, svc: &Service) -> Api<Service> {
@@ -437,16 +453,18 @@ impl Controller {
         results.into_iter().all(|ok| ok)
     }
 
-    /// Re-syncs backends when the node set changes (checked on node events, debounced) and every 100 s.
+    /// Re-syncs backends when the node set changes (checked on node events, debounced) and every
+    /// `--node-sync-period`.
     async fn node_sync(self: Arc<Self>, changed: Arc<Notify>) {
         let mut last: Option<BTreeSet<String>> = None;
-        let mut tick = tokio::time::interval(NODE_SYNC_PERIOD);
+        let mut tick = tokio::time::interval(self.settings.node_sync_period);
         loop {
             let periodic = tokio::select! {
                 _ = changed.notified() => false,
                 _ = tick.tick() => true,
             };
-            tokio::time::sleep(Duration::from_secs(1)).await; // let a burst of node events settle
+            // Let a burst of node events settle.
+            tokio::time::sleep(Duration::from_secs(1).min(self.settings.node_sync_period)).await;
             let nodes = self.backends();
             let key = node_set_key(&nodes);
             if last.as_ref() == Some(&key) && !periodic {
@@ -457,7 +475,11 @@ impl Controller {
                 last = Some(key);
                 continue;
             }
-            tracing::info!(nodes = nodes.len(), "backend node set changed; updating load balancers");
+            if last.as_ref() == Some(&key) {
+                tracing::debug!(nodes = nodes.len(), "periodic node sync: updating load balancers");
+            } else {
+                tracing::info!(nodes = nodes.len(), "backend node set changed; updating load balancers");
+            }
             if self.update_hosts(&nodes).await {
                 last = Some(key);
             }
@@ -478,6 +500,8 @@ pub async fn run(client: Client, lb: Arc<dyn LoadBalancer>, settings: ServiceSet
         queue: Arc::new(Queue::default()),
         failures: Mutex::new(HashMap::new()),
         synced: Mutex::new(HashMap::new()),
+        node_generation: std::sync::atomic::AtomicU64::new(0),
+        backends: Mutex::new(None),
         settings,
     });
     let node_changed = Arc::new(Notify::new());
@@ -504,11 +528,15 @@ pub async fn run(client: Client, lb: Arc<dyn LoadBalancer>, settings: ServiceSet
     };
     let feed_nodes = {
         let changed = node_changed.clone();
+        let ctl = ctl.clone();
         async move {
             let mut s = node_stream.boxed();
             while let Some(ev) = s.next().await {
                 match ev {
-                    Ok(_) => changed.notify_one(),
+                    Ok(_) => {
+                        ctl.node_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        changed.notify_one()
+                    }
                     Err(e) => tracing::warn!(error = %e, "node watch failed; retrying"),
                 }
             }

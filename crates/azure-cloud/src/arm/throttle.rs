@@ -124,6 +124,16 @@ impl ThrottleGates {
 
 /// Parses `Retry-After`: integer seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    // Millisecond forms first, as Azure SDKs read them (`retry-after-ms`, `x-ms-retry-after-ms`).
+    for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
+        if let Some(ms) = headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            return Some(Duration::from_millis(ms));
+        }
+    }
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));

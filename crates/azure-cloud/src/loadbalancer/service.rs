@@ -238,8 +238,21 @@ impl LoadBalancerApplier {
             .clone()
     }
 
+    /// Keeps the node set for the batch appliers; copies it only when it differs from the one kept (a burst of
+    /// Services passes the same set each time).
     fn remember_nodes(&self, nodes: &[Node]) {
-        *self.nodes.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(nodes.to_vec()));
+        let mut kept = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let same = kept.as_ref().is_some_and(|k| {
+            k.len() == nodes.len()
+                && k.iter().zip(nodes).all(|(a, b)| {
+                    a.metadata.name == b.metadata.name
+                        && a.metadata.labels == b.metadata.labels
+                        && a.status.as_ref().map(|s| &s.addresses) == b.status.as_ref().map(|s| &s.addresses)
+                })
+        });
+        if !same {
+            *kept = Some(Arc::new(nodes.to_vec()));
+        }
     }
 
     fn known_nodes(&self) -> Option<Arc<Vec<Node>>> {

@@ -1,0 +1,660 @@
+//! `azure-cloud-controller-manager bench`: the benchmark scenarios of the reference (S1, S2, S4, S5, S6, S8,
+//! S9) through the whole CCM — this binary started as a separate process, with every controller, against
+//! azure-sim (throttling model on, a latency profile) and kube-sim — counting ARM calls by provider and
+//! operation, time to IP, and the CCM process's peak RSS.
+//!
+//! Time is scaled: azure-sim's clock runs `time_scale` times faster (LRO delays, throttle buckets, call
+//! latency), and the CCM's periods and cache TTLs are divided by the same factor, so one simulated hour at
+//! rest takes `3600 / time_scale` real seconds. Durations are reported in simulated time.
+//!
+//! `--quick` runs a small cluster and fails (exit 1) when a call-count target or leak check is missed;
+//! it is part of the test suite. Wall times are reported, never asserted.
+
+use azure_sim::faults::{FaultKind, FaultRule};
+use azure_sim::scenario::{ScaleSetSpec, Scenario};
+use azure_sim::{AzureSim, SimOptions};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Bench options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Small sizes; check call-count targets and leaks (exit 1 on a miss).
+    #[arg(long)]
+    pub quick: bool,
+    /// Nodes (default 1,000; quick 40).
+    #[arg(long)]
+    pub nodes: Option<u32>,
+    /// Scale sets the nodes are spread over (default 5; quick 2).
+    #[arg(long)]
+    pub scale_sets: Option<u32>,
+    /// LoadBalancer Services (default 200; quick 10).
+    #[arg(long)]
+    pub services: Option<u32>,
+    /// Simulated latency per ARM call, ms.
+    #[arg(long, default_value_t = 50)]
+    pub latency_ms: u64,
+    /// Simulated duration of a long-running operation, ms.
+    #[arg(long, default_value_t = 2000)]
+    pub lro_ms: u64,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 60.0)]
+    pub time_scale: f64,
+}
+
+/// One phase's measurements.
+#[derive(Debug, Clone, Default)]
+pub struct Phase {
+    /// Scenario id and title.
+    pub name: String,
+    /// ARM reads (GET, no polls).
+    pub reads: usize,
+    /// ARM writes (PUT/PATCH/POST/DELETE answered with a non-429).
+    pub writes: usize,
+    /// LRO polls.
+    pub polls: usize,
+    /// 429 answers.
+    pub throttled: usize,
+    /// Calls by `METHOD type`.
+    pub by_op: BTreeMap<String, usize>,
+    /// Simulated duration.
+    pub sim_seconds: f64,
+    /// Extra figures (time to IP, ...).
+    pub notes: Vec<String>,
+    /// Checks: (description, passed).
+    pub checks: Vec<(String, bool)>,
+}
+
+struct Ctx {
+    args: BenchArgs,
+    sim: AzureSim,
+    kube: kube_sim::KubeSim,
+    dir: std::path::PathBuf,
+    config: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+    ccm: Option<Child>,
+    peak_rss_kib: u64,
+    nodes: Vec<String>,
+    services: u32,
+}
+
+fn scaled(secs: f64, scale: f64) -> String {
+    format!("{}ms", ((secs * 1000.0 / scale).round() as u64).max(1))
+}
+
+fn ttl(secs: f64, scale: f64) -> u64 {
+    ((secs / scale).round() as u64).max(1)
+}
+
+impl Ctx {
+    fn real(&self, sim_secs: f64) -> Duration {
+        Duration::from_secs_f64(sim_secs / self.args.time_scale)
+    }
+
+    fn spawn_ccm(&mut self) -> Result<(), String> {
+        let s = self.args.time_scale;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(self.dir.join("ccm.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(exe)
+            .args(["--cloud-config", &self.config.display().to_string()])
+            .args(["--kubeconfig", &self.kubeconfig.display().to_string()])
+            .args([
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--configure-cloud-routes=false",
+            ])
+            .arg(format!("--node-monitor-period={}", scaled(5.0, s)))
+            .arg(format!("--node-status-update-frequency={}", scaled(300.0, s)))
+            .arg(format!("--node-sync-period={}", scaled(100.0, s)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| format!("cannot start the CCM: {e}"))?;
+        self.ccm = Some(child);
+        Ok(())
+    }
+
+    fn rss(&mut self) {
+        let Some(c) = &self.ccm else { return };
+        let status = std::fs::read_to_string(format!("/proc/{}/status", c.id())).unwrap_or_default();
+        if let Some(kib) = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            self.peak_rss_kib = self.peak_rss_kib.max(kib);
+        }
+    }
+
+    fn stop_ccm(&mut self) {
+        self.rss();
+        if let Some(mut c) = self.ccm.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn measure(&self, name: &str, started: Instant) -> Phase {
+        let mut p = Phase {
+            name: name.into(),
+            sim_seconds: started.elapsed().as_secs_f64() * self.args.time_scale,
+            ..Default::default()
+        };
+        for c in self.sim.calls().into_iter().filter(|c| c.is_arm()) {
+            if c.operation == "poll" {
+                p.polls += 1;
+                continue;
+            }
+            if c.status == 429 {
+                p.throttled += 1;
+                continue;
+            }
+            if c.method == "GET" {
+                p.reads += 1;
+            } else {
+                p.writes += 1;
+            }
+            *p.by_op.entry(format!("{} {}", c.method, c.resource_type)).or_insert(0) += 1;
+        }
+        p
+    }
+
+    async fn wait(&self, what: &str, sim_secs: f64, mut done: impl FnMut(&Self) -> bool) -> Result<(), String> {
+        let deadline = Instant::now() + self.real(sim_secs).max(Duration::from_secs(300));
+        while !done(self) {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("ccm.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                return Err(format!(
+                    "timed out waiting for {what}; CCM log tail:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    fn register_node(&self, name: &str) -> Result<(), String> {
+        let node = json!({"metadata": {"name": name},
+            "spec": {"taints": [{"key": crate::controllers::UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}]}});
+        self.kube.create("nodes", "", node).map_err(|e| e.message)?;
+        self.set_ready(name, true)
+    }
+
+    fn set_ready(&self, name: &str, ready: bool) -> Result<(), String> {
+        let status = if ready { "True" } else { "False" };
+        self.kube
+            .merge_patch(
+                "nodes",
+                "",
+                name,
+                &json!({"status": {"conditions": [{"type": "Ready", "status": status}]}}),
+                true,
+            )
+            .map(|_| ())
+            .map_err(|e| e.message)
+    }
+
+    fn initialised(&self) -> usize {
+        self.kube
+            .list("nodes")
+            .iter()
+            .filter(|n| n.pointer("/spec/providerID").and_then(Value::as_str).is_some())
+            .count()
+    }
+
+    fn create_service(&self, i: u32) -> Result<(), String> {
+        let svc = json!({"metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
+            "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}]}});
+        self.kube
+            .create("services", "bench", svc)
+            .map(|_| ())
+            .map_err(|e| e.message)
+    }
+
+    fn ips(&self) -> BTreeMap<String, String> {
+        self.kube
+            .list("services")
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.pointer("/metadata/name")?.as_str()?.to_string(),
+                    s.pointer("/status/loadBalancer/ingress/0/ip")?.as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    fn lb(&self) -> Option<Value> {
+        let c = self.sim.cluster();
+        self.sim.resource(&format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/loadBalancers/kubernetes",
+            c.subscription, c.resource_group
+        ))
+    }
+
+    fn pool_size(&self) -> usize {
+        self.lb()
+            .and_then(|lb| {
+                lb.pointer("/properties/backendAddressPools/0/properties/loadBalancerBackendAddresses")
+                    .and_then(Value::as_array)
+                    .map(Vec::len)
+            })
+            .unwrap_or(0)
+    }
+
+    fn leftovers(&self) -> usize {
+        self.sim.with_store(|s, c| {
+            let nsg = format!(
+                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkSecurityGroups/{}",
+                c.subscription, c.resource_group, c.nsg
+            );
+            let rules = s
+                .get(&nsg)
+                .and_then(|r| r.body["properties"]["securityRules"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            rules
+                + s.all()
+                    .filter(|r| {
+                        let id = r.id.to_ascii_lowercase();
+                        id.contains("/publicipaddresses/") || id.contains("/loadbalancers/")
+                    })
+                    .count()
+        })
+    }
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
+    let mut phases = Vec::new();
+    let n = ctx.nodes.len();
+    let sets = ctx.args.scale_sets.unwrap_or(if ctx.args.quick { 2 } else { 5 }) as usize;
+    let svcs = ctx.services;
+
+    // Start-up: every node initialised.
+    ctx.sim.reset_calls();
+    let t = Instant::now();
+    ctx.spawn_ccm()?;
+    ctx.wait("all nodes initialised", 600.0, |c| c.initialised() == n)
+        .await?;
+    let mut p = ctx.measure("start-up: initialise all nodes", t);
+    p.checks.push((format!("writes = 0 (got {})", p.writes), p.writes == 0));
+    p.checks.push((
+        format!("reads ≤ 1 + 2 per scale set + 2 (got {})", p.reads),
+        p.reads <= 1 + 2 * sets + 2,
+    ));
+    phases.push(p);
+    ctx.rss();
+
+    // S2: all Services at once.
+    ctx.sim.reset_calls();
+    let t = Instant::now();
+    for i in 0..svcs {
+        ctx.create_service(i)?;
+    }
+    let mut first_seen: BTreeMap<String, f64> = BTreeMap::new();
+    let deadline = Instant::now() + ctx.real(3600.0).max(Duration::from_secs(60));
+    while first_seen.len() < svcs as usize {
+        for name in ctx.ips().into_keys() {
+            first_seen
+                .entry(name)
+                .or_insert_with(|| t.elapsed().as_secs_f64() * ctx.args.time_scale);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("only {} of {svcs} Services got an IP", first_seen.len()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut p = ctx.measure(&format!("S2: {svcs} Services created at once"), t);
+    let mut times: Vec<f64> = first_seen.values().copied().collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    p.notes.push(format!(
+        "time to IP (simulated): p50 {:.1} s, p99 {:.1} s",
+        pct(&times, 0.5),
+        pct(&times, 0.99)
+    ));
+    let min = svcs as usize + 3;
+    p.checks.push((
+        format!("writes ≤ {} (minimum {min}; got {})", min + 7, p.writes),
+        p.writes <= min + 7,
+    ));
+    phases.push(p);
+    ctx.rss();
+
+    // S5: at rest.
+    let rest = if ctx.args.quick { 600.0 } else { 3600.0 };
+    ctx.sim.reset_calls();
+    let t = Instant::now();
+    tokio::time::sleep(ctx.real(rest)).await;
+    let mut p = ctx.measure(&format!("S5: at rest for {} simulated minutes", rest / 60.0), t);
+    p.checks.push((format!("writes = 0 (got {})", p.writes), p.writes == 0));
+    let budget = (150.0 * rest / 3600.0).ceil() as usize;
+    p.checks
+        .push((format!("reads ≤ {budget} (got {})", p.reads), p.reads <= budget));
+    phases.push(p);
+    ctx.rss();
+
+    // S4: +10% nodes.
+    let add = (n / 10).max(1);
+    ctx.sim.reset_calls();
+    let t = Instant::now();
+    let per = add.div_ceil(sets);
+    let mut added = Vec::new();
+    for s in 0..sets {
+        let c = ctx.sim.cluster().clone();
+        let ss_id = format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachineScaleSets/pool{s}",
+            c.subscription, c.resource_group
+        );
+        let ids = ctx
+            .sim
+            .with_store(|st, _| azure_sim::scenario::scale_out(st, &ss_id, per as u64))?;
+        for vm in ids {
+            let id: u64 = vm.rsplit('/').next().and_then(|x| x.parse().ok()).unwrap_or(0);
+            added.push(azure_sim::scenario::base36_suffix(id));
+            let name = format!("pool{s}{}", azure_sim::scenario::base36_suffix(id));
+            ctx.register_node(&name)?;
+            ctx.nodes.push(name);
+        }
+    }
+    let total = ctx.nodes.len();
+    ctx.wait("new nodes initialised and in the pool", 600.0, |c| {
+        c.initialised() == total && c.pool_size() == total
+    })
+    .await?;
+    let mut p = ctx.measure(&format!("S4: +{} nodes", added.len()), t);
+    let lb_puts = p.by_op.get("PUT Microsoft.Network/loadBalancers").copied().unwrap_or(0);
+    p.checks
+        .push((format!("LB (pool) PUTs ≤ 2 (got {lb_puts})"), lb_puts <= 2));
+    p.checks.push((format!("writes ≤ 2 (got {})", p.writes), p.writes <= 2));
+    phases.push(p);
+    ctx.rss();
+
+    // S6: 5% of the nodes NotReady for 10 simulated minutes.
+    let down: Vec<String> = ctx.nodes.iter().take((total / 20).max(1)).cloned().collect();
+    ctx.sim.reset_calls();
+    let t = Instant::now();
+    for d in &down {
+        ctx.set_ready(d, false)?;
+    }
+    tokio::time::sleep(ctx.real(600.0)).await;
+    let mut p = ctx.measure(
+        &format!("S6: {} nodes NotReady for 10 simulated minutes", down.len()),
+        t,
+    );
+    let remaining = ctx.kube.list("nodes").len();
+    p.checks
+        .push((format!("no Node deleted ({remaining} of {total})"), remaining == total));
+    // Node-set change → one LB write; lookups from the instance caches (TTL 600 s): ≤ 2 lists per scale set.
+    let lists = p
+        .by_op
+        .get("GET Microsoft.Compute/virtualMachineScaleSets/virtualMachines")
+        .copied()
+        .unwrap_or(0);
+    p.checks.push((
+        format!("instance lists ≤ 2 per scale set (got {lists})"),
+        lists <= 2 * sets,
+    ));
+    phases.push(p);
+    for d in &down {
+        ctx.set_ready(d, true)?;
+    }
+    ctx.wait("pool restored", 600.0, |c| c.pool_size() == total).await?;
+    ctx.rss();
+
+    // S1: cold start of a new CCM process with everything in place.
+    ctx.stop_ccm();
+    ctx.sim.reset_calls();
+    let t = Instant::now();
+    ctx.spawn_ccm()?;
+    // Steady: no ARM call for 2 simulated minutes (after at least one).
+    let mut last = (0usize, Instant::now());
+    loop {
+        let now = ctx.sim.calls().iter().filter(|c| c.is_arm()).count();
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if now > 0 && last.1.elapsed() > ctx.real(120.0) {
+            break;
+        }
+        if t.elapsed() > ctx.real(3600.0).max(Duration::from_secs(60)) {
+            return Err("the restarted CCM never settled".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut p = ctx.measure(&format!("S1: cold start with {total} nodes and {svcs} Services"), t);
+    p.checks.push((format!("writes = 0 (got {})", p.writes), p.writes == 0));
+    let min = 1 + 2 * sets + 3;
+    p.checks.push((
+        format!("reads ≤ 2 × minimum {min} (got {})", p.reads),
+        p.reads <= 2 * min,
+    ));
+    phases.push(p);
+    ctx.rss();
+
+    // S9: throttle storm on network writes while 10% more Services arrive.
+    let more = (svcs / 2).max(5);
+    ctx.sim.reset_calls();
+    ctx.sim.set_faults(vec![FaultRule {
+        method: Some("PUT".into()),
+        resource_type: Some("Microsoft.Network".into()),
+        fault: FaultKind::Throttle { retry_after_secs: 2 },
+        rate: 0.2,
+        count: None,
+    }]);
+    let t = Instant::now();
+    for i in svcs..svcs + more {
+        ctx.create_service(i)?;
+    }
+    let want = (svcs + more) as usize;
+    let wait = ctx
+        .wait("Services converge through the storm", 7200.0, |c| c.ips().len() == want)
+        .await;
+    ctx.sim.set_faults(vec![]);
+    wait?;
+    let mut p = ctx.measure(
+        &format!("S9: throttle storm (20% of network PUTs → 429, Retry-After 2 s real) with {more} new Services"),
+        t,
+    );
+    // Requests sent to the throttled bucket inside a Retry-After window (beyond the in-flight ones).
+    let calls: Vec<_> = ctx.sim.calls().into_iter().filter(|c| c.is_arm()).collect();
+    let scale = ctx.args.time_scale;
+    // Windows in which the network write gate should be closed: each 429's Retry-After, minus the requests
+    // already on the wire when it was answered. Count distinct writes that arrived inside any window.
+    let grace = ctx.args.latency_ms as f64 * 2.0 + 50.0 * scale;
+    let windows: Vec<(f64, f64)> = calls
+        .iter()
+        .filter(|c| c.status == 429 && c.provider == "Microsoft.Network")
+        .map(|c| (c.t_ms as f64 + grace, c.t_ms as f64 + 2000.0 * scale))
+        .collect();
+    let inside = calls
+        .iter()
+        .filter(|x| x.provider == "Microsoft.Network" && x.access == "write" && x.operation != "poll")
+        .filter(|x| {
+            windows
+                .iter()
+                .any(|(a, b)| (x.t_ms as f64) > *a && (x.t_ms as f64) < *b)
+        })
+        .count();
+    p.notes.push(format!(
+        "network writes sent inside a Retry-After window (after the in-flight ones): {inside}"
+    ));
+    let remaining = ctx.kube.list("nodes").len();
+    p.checks
+        .push((format!("no Node deleted ({remaining} of {total})"), remaining == total));
+    p.checks.push(("every Service converged".into(), true));
+    phases.push(p);
+    ctx.rss();
+
+    // S8: delete every Service at once.
+    ctx.sim.reset_calls();
+    let t = Instant::now();
+    for s in ctx.kube.list("services") {
+        if let Some(name) = s.pointer("/metadata/name").and_then(Value::as_str) {
+            ctx.kube.delete("services", "bench", name).map_err(|e| e.message)?;
+        }
+    }
+    ctx.wait("every Service deleted", 3600.0, |c| c.kube.list("services").is_empty())
+        .await?;
+    ctx.wait("no Azure leftovers", 600.0, |c| c.leftovers() == 0).await?;
+    let mut p = ctx.measure(&format!("S8: {want} Services deleted at once"), t);
+    p.checks.push((
+        format!("writes ≤ {} (minimum {}; got {})", want + 6, want + 2, p.writes),
+        p.writes <= want + 6,
+    ));
+    p.checks
+        .push(("no leftover PIP, LB or security rule".into(), ctx.leftovers() == 0));
+    phases.push(p);
+    ctx.stop_ccm();
+    Ok(phases)
+}
+
+/// Runs the bench; returns false when a check failed.
+pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<bool, String> {
+    let quick = args.quick;
+    let nodes = args.nodes.unwrap_or(if quick { 40 } else { 1000 });
+    let sets = args.scale_sets.unwrap_or(if quick { 2 } else { 5 }).max(1);
+    let services = args.services.unwrap_or(if quick { 10 } else { 200 });
+    let s = args.time_scale.max(1.0);
+    let per = nodes / sets;
+    let scenario = Scenario {
+        scale_sets: (0..sets)
+            .map(|i| ScaleSetSpec {
+                name: format!("pool{i}"),
+                instances: per,
+                zones: vec!["1".into(), "2".into(), "3".into()],
+                ..Default::default()
+            })
+            .collect(),
+        subnet_cidr: "10.128.0.0/12".into(),
+        ..Default::default()
+    };
+    let opts = SimOptions {
+        latency: Duration::from_secs_f64(args.latency_ms as f64 / 1000.0 / s),
+        lro_delay: Duration::from_millis(args.lro_ms),
+        throttling: true,
+        clock_speed: s,
+        ..Default::default()
+    };
+    let sim = AzureSim::start("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?, opts, &scenario)
+        .await
+        .map_err(|e| e.to_string())?;
+    let kube = kube_sim::KubeSim::start("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?)
+        .await
+        .map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("ccm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let config = dir.join("azure.json");
+    sim.write_config(&config).map_err(|e| e.to_string())?;
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&config).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    v["useInstanceMetadata"] = false.into();
+    v["loadBalancerBackendPoolConfigurationType"] = json!("nodeIP");
+    for (key, secs) in [
+        ("vmCacheTTLInSeconds", 60.0),
+        ("vmssCacheTTLInSeconds", 600.0),
+        ("vmssVirtualMachinesCacheTTLInSeconds", 600.0),
+        ("nonVmssUniformNodesCacheTTLInSeconds", 900.0),
+        ("loadBalancerCacheTTLInSeconds", 120.0),
+        ("nsgCacheTTLInSeconds", 120.0),
+        ("publicIPCacheTTLInSeconds", 120.0),
+        ("routeTableCacheTTLInSeconds", 120.0),
+    ] {
+        v[key] = json!(ttl(secs, s));
+    }
+    std::fs::write(&config, v.to_string()).map_err(|e| e.to_string())?;
+    let kubeconfig = dir.join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig).map_err(|e| e.to_string())?;
+    let names: Vec<String> = (0..sets)
+        .flat_map(|s| (0..per).map(move |i| format!("pool{s}{}", azure_sim::scenario::base36_suffix(u64::from(i)))))
+        .collect();
+    let mut ctx = Ctx {
+        args: args.clone(),
+        sim,
+        kube,
+        dir: dir.clone(),
+        config,
+        kubeconfig,
+        ccm: None,
+        peak_rss_kib: 0,
+        nodes: names.clone(),
+        services,
+    };
+    for n in &names {
+        ctx.register_node(n)?;
+    }
+    let _ = writeln!(
+        out,
+        "# CCM benchmark: {} nodes in {sets} scale sets, {services} Services; latency {} ms/call, LRO {} ms (simulated); time scale {s}×; throttling model on; nodeIP pools\n",
+        names.len(),
+        args.latency_ms,
+        args.lro_ms
+    );
+    let result = scenarios(&mut ctx).await;
+    ctx.stop_ccm();
+    let phases = match result {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let mut ok = true;
+    let _ = writeln!(
+        out,
+        "| scenario | ARM writes | ARM reads | LRO polls | 429s | simulated time | checks |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for p in &phases {
+        let checks: Vec<String> = p
+            .checks
+            .iter()
+            .map(|(c, pass)| format!("{} {c}", if *pass { "✓" } else { "✗" }))
+            .collect();
+        ok &= p.checks.iter().all(|(_, pass)| *pass);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.0} s | {} |",
+            p.name,
+            p.writes,
+            p.reads,
+            p.polls,
+            p.throttled,
+            p.sim_seconds,
+            checks.join("; ")
+        );
+    }
+    let _ = writeln!(out);
+    for p in &phases {
+        let _ = writeln!(out, "{}:", p.name);
+        for n in &p.notes {
+            let _ = writeln!(out, "  {n}");
+        }
+        for (k, v) in &p.by_op {
+            let _ = writeln!(out, "  {v:>6}  {k}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\npeak RSS of the CCM process: {:.1} MiB",
+        ctx.peak_rss_kib as f64 / 1024.0
+    );
+    if quick {
+        let limit = 64 * 1024;
+        let pass = ctx.peak_rss_kib > 0 && ctx.peak_rss_kib <= limit;
+        let _ = writeln!(out, "{} peak RSS ≤ 64 MiB", if pass { "✓" } else { "✗" });
+        ok &= pass;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ok)
+}
