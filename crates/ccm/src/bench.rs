@@ -655,6 +655,10 @@ pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<bool, String> 
         let _ = writeln!(out, "{} peak RSS ≤ 64 MiB", if pass { "✓" } else { "✗" });
         ok &= pass;
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("CCM_BENCH_KEEP").is_some() {
+        let _ = writeln!(out, "files and the CCM log kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(ok)
 }

@@ -268,13 +268,39 @@ impl Controller {
         Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default())
     }
 
-    async fn set_finalizers(&self, svc: &Service, finalizers: Vec<String>) -> Result<(), String> {
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": svc.resource_version()}});
-        self.api(svc)
-            .patch(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("updating finalizers: {e}"))
+    /// Adds (`add`) or removes our finalizer, keeping the others. The patch carries the resourceVersion so a
+    /// concurrent change of the list is not overwritten; on a conflict (our cached copy was stale) the
+    /// Service is read fresh and the patch retried once.
+    async fn set_finalizer(&self, svc: &Service, add: bool) -> Result<(), String> {
+        let api = self.api(svc);
+        let name = svc.name_any();
+        let mut current = svc.clone();
+        for attempt in 0..2 {
+            let mut list: Vec<String> = current
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
+            if add {
+                list.push(FINALIZER.into());
+            }
+            if list.as_slice() == current.finalizers() {
+                return Ok(());
+            }
+            let patch = json!({"metadata": {"finalizers": list, "resourceVersion": current.resource_version()}});
+            match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt == 0 => {
+                    current = api
+                        .get(&name)
+                        .await
+                        .map_err(|e| format!("re-reading the Service after a conflict: {e}"))?;
+                }
+                Err(e) => return Err(format!("updating finalizers: {e}")),
+            }
+        }
+        Err("updating finalizers: the Service kept changing".into())
     }
 
     async fn set_status(&self, svc: &Service, status: &LoadBalancerStatus) -> Result<(), String> {
@@ -320,8 +346,7 @@ impl Controller {
                 self.set_status(&svc, &LoadBalancerStatus::default()).await?;
             }
             if has_finalizer(&svc) {
-                let rest: Vec<String> = svc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-                self.set_finalizers(&svc, rest).await?;
+                self.set_finalizer(&svc, false).await?;
             }
             self.event(
                 &svc,
@@ -340,9 +365,7 @@ impl Controller {
             return Ok(());
         }
         if !has_finalizer(&svc) {
-            let mut f: Vec<String> = svc.finalizers().to_vec();
-            f.push(FINALIZER.into());
-            self.set_finalizers(&svc, f).await?;
+            self.set_finalizer(&svc, true).await?;
         }
         self.event(
             &svc,
