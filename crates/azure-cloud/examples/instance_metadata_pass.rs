@@ -6,7 +6,7 @@
 use azure_cloud::config::CloudConfig;
 use azure_cloud::provider::InstancesV2;
 use azure_cloud::AzureCloud;
-use azure_sim::scenario::{ScaleSetSpec, Scenario};
+use azure_sim::scenario::Scenario;
 use azure_sim::{AzureSim, SimOptions};
 use k8s_openapi::api::core::v1::Node;
 use std::time::{Duration, Instant};
@@ -21,18 +21,7 @@ async fn main() {
         a.get(2).copied().unwrap_or(0),
     );
     let per = nodes / sets;
-    let scenario = Scenario {
-        scale_sets: (0..sets)
-            .map(|i| ScaleSetSpec {
-                name: format!("pool{i}"),
-                instances: per as u32,
-                zones: vec!["1".into(), "2".into(), "3".into()],
-                ..Default::default()
-            })
-            .collect(),
-        subnet_cidr: "10.128.0.0/12".into(),
-        ..Default::default()
-    };
+    let scenario = Scenario::scale_sets(sets as u32, per as u32);
     let opts = SimOptions {
         latency: Duration::from_millis(latency),
         ..Default::default()

@@ -8,7 +8,7 @@
 use azure_cloud::config::CloudConfig;
 use azure_cloud::provider::LoadBalancer;
 use azure_cloud::AzureCloud;
-use azure_sim::scenario::{ScaleSetSpec, Scenario};
+use azure_sim::scenario::Scenario;
 use azure_sim::{AzureSim, SimOptions};
 use k8s_openapi::api::core::v1::{Node, Service};
 use serde_json::json;
@@ -76,18 +76,7 @@ async fn main() {
     let mode = args.get(4).cloned().unwrap_or_else(|| "nodeIP".into());
     let sets = nodes_n.div_ceil(1000).max(1);
     let per = nodes_n / sets;
-    let scenario = Scenario {
-        scale_sets: (0..sets)
-            .map(|i| ScaleSetSpec {
-                name: format!("pool{i}"),
-                instances: per as u32,
-                zones: vec!["1".into(), "2".into(), "3".into()],
-                ..Default::default()
-            })
-            .collect(),
-        subnet_cidr: "10.128.0.0/12".into(),
-        ..Default::default()
-    };
+    let scenario = Scenario::scale_sets(sets as u32, per as u32);
     let opts = SimOptions {
         latency: Duration::from_millis(latency),
         lro_delay: Duration::from_millis(lro),

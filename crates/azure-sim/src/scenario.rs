@@ -178,6 +178,23 @@ pub fn base36_suffix(id: u64) -> String {
 }
 
 impl Scenario {
+    /// `sets` zonal scale sets `pool0`, `pool1`, ... of `per` instances each, in a /12 subnet (room for
+    /// benchmarks with thousands of nodes).
+    pub fn scale_sets(sets: u32, per: u32) -> Self {
+        Self {
+            scale_sets: (0..sets)
+                .map(|i| ScaleSetSpec {
+                    name: format!("pool{i}"),
+                    instances: per,
+                    zones: vec!["1".into(), "2".into(), "3".into()],
+                    ..Default::default()
+                })
+                .collect(),
+            subnet_cidr: "10.128.0.0/12".into(),
+            ..Default::default()
+        }
+    }
+
     /// The default cluster: one scale set of 3 instances across zones 1–3 plus 2 availability-set VMs.
     pub fn default_cluster() -> Self {
         Self {

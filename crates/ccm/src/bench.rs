@@ -11,7 +11,7 @@
 //! it is part of the test suite. Wall times are reported, never asserted.
 
 use azure_sim::faults::{FaultKind, FaultRule};
-use azure_sim::scenario::{ScaleSetSpec, Scenario};
+use azure_sim::scenario::Scenario;
 use azure_sim::{AzureSim, SimOptions};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -527,18 +527,7 @@ pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<bool, String> 
     let services = args.services.unwrap_or(if quick { 10 } else { 200 });
     let s = args.time_scale.max(1.0);
     let per = nodes / sets;
-    let scenario = Scenario {
-        scale_sets: (0..sets)
-            .map(|i| ScaleSetSpec {
-                name: format!("pool{i}"),
-                instances: per,
-                zones: vec!["1".into(), "2".into(), "3".into()],
-                ..Default::default()
-            })
-            .collect(),
-        subnet_cidr: "10.128.0.0/12".into(),
-        ..Default::default()
-    };
+    let scenario = Scenario::scale_sets(sets, per);
     let opts = SimOptions {
         latency: Duration::from_secs_f64(args.latency_ms as f64 / 1000.0 / s),
         lro_delay: Duration::from_millis(args.lro_ms),

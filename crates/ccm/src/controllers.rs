@@ -104,7 +104,14 @@ pub async fn run(client: Client, cloud: Arc<dyn InstancesV2>, timing: Timing) {
     );
 }
 
-async fn event(recorder: &Recorder, node: &Node, type_: EventType, reason: &str, note: String) {
+/// Publishes an event (reason doubles as action) on an object; a failure is logged, never returned.
+pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let e = Event {
         type_,
         reason: reason.into(),
@@ -112,9 +119,13 @@ async fn event(recorder: &Recorder, node: &Node, type_: EventType, reason: &str,
         action: reason.into(),
         secondary: None,
     };
-    if let Err(err) = recorder.publish(&e, &node.object_ref(&())).await {
-        tracing::debug!(node = %node.name_any(), error = %err, "cannot publish event");
+    if let Err(err) = recorder.publish(&e, &obj.object_ref(&())).await {
+        tracing::debug!(object = %obj.meta().name.as_deref().unwrap_or_default(), reason, error = %err, "cannot publish event");
     }
+}
+
+async fn event(recorder: &Recorder, node: &Node, type_: EventType, reason: &str, note: String) {
+    publish(recorder, node, type_, reason, note).await;
 }
 
 /// Initialises one node; returns the error to retry on.

@@ -237,16 +237,7 @@ struct Controller {
 
 impl Controller {
     async fn event(&self, svc: &Service, type_: EventType, reason: &str, note: String) {
-        let e = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&e, &svc.object_ref(&())).await {
-            tracing::debug!(service = %key_of(svc), error = %err, "cannot publish event");
-        }
+        crate::controllers::publish(&self.recorder, svc, type_, reason, note).await;
     }
 
     /// The backend nodes, computed once per node-store change and shared by every worker (200 workers each
