@@ -477,8 +477,19 @@ impl Controller {
                 _ = changed.notified() => false,
                 _ = tick.tick() => true,
             };
-            // Let a burst of node events settle.
-            tokio::time::sleep(Duration::from_secs(1).min(self.settings.node_sync_period)).await;
+            // Let a burst of node events settle: wait until no node changed for a quiet second, at most
+            // 10 s (both bounded by the sync period), so nodes joining one after another share one update.
+            let quiet = Duration::from_secs(1).min(self.settings.node_sync_period);
+            let cap = Duration::from_secs(10).min(self.settings.node_sync_period);
+            let started = tokio::time::Instant::now();
+            loop {
+                let before = self.node_generation.load(std::sync::atomic::Ordering::Acquire);
+                tokio::time::sleep(quiet).await;
+                let after = self.node_generation.load(std::sync::atomic::Ordering::Acquire);
+                if after == before || started.elapsed() >= cap {
+                    break;
+                }
+            }
             let nodes = self.backends();
             let key = node_set_key(&nodes);
             if last.as_ref() == Some(&key) && !periodic {

@@ -652,12 +652,11 @@ impl LoadBalancerApplier {
                 if let Some(nodes) = &nodes {
                     for (family, _) in &pools {
                         let addrs = self.node_ip_addresses(nodes, *family, vm_set_filter.as_deref());
-                        changed |= plan::set_pool_addresses(
-                            &mut lb,
-                            &backend_pool_name(cluster, *family),
-                            &addrs,
-                            &self.vnet_id(),
-                        );
+                        let pool = backend_pool_name(cluster, *family);
+                        if plan::set_pool_addresses(&mut lb, &pool, &addrs, &self.vnet_id()) {
+                            changed = true;
+                            tracing::info!(load_balancer = lb_name, pool = %pool, nodes = nodes.len(), addresses = addrs.len(), "backend pool addresses changed");
+                        }
                     }
                 }
             }
