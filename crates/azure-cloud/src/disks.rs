@@ -349,14 +349,7 @@ impl DiskController {
             VmSetKind::ScaleSet => {
                 // The instance's own PUT (never the model): the body as read, with the new list.
                 current["properties"]["storageProfile"]["dataDisks"] = Value::Array(disks);
-                if let Some(p) = current.get_mut("properties").and_then(Value::as_object_mut) {
-                    p.remove("instanceView");
-                    p.remove("provisioningState");
-                    p.remove("latestModelApplied");
-                }
-                if let Some(o) = current.as_object_mut() {
-                    o.remove("resources");
-                }
+                crate::vmset::scale_set::instance_put_body(&mut current);
                 self.clients
                     .scale_set_vms
                     .update(rg, &vm.vm_set.name, &name, &current)

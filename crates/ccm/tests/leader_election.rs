@@ -7,24 +7,12 @@ use common::free_port;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 fn spawn_ccm(config: &std::path::Path, kubeconfig: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
-        .args([
-            "--cloud-config",
-            config.to_str().unwrap(),
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ])
-        .args([
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port=0",
-            "--port",
-            &port.to_string(),
-        ])
+    common::ccm(config, kubeconfig)
+        .args(["--secure-port=0", "--port", &port.to_string()])
         .args([
             "--leader-elect-lease-duration=2s",
             "--leader-elect-renew-deadline=1s",
@@ -56,6 +44,17 @@ async fn wait_initialised(nodes: &Api<Node>, name: &str, within: Duration) -> Du
     }
 }
 
+async fn lease_holder(leases: &Api<Lease>) -> String {
+    leases
+        .get("cloud-controller-manager")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap()
+}
+
 async fn metric(port: u16) -> String {
     // The process may still be starting: retry the connection for a while.
     for _ in 0..200 {
@@ -85,14 +84,7 @@ async fn only_the_leader_acts_and_the_other_takes_over() {
     let mut b = spawn_ccm(&config, &kubeconfig, pb);
     uninitialised(&nodes, "k8s-pool1-vmss000000").await;
     wait_initialised(&nodes, "k8s-pool1-vmss000000", Duration::from_secs(20)).await;
-    let holder = leases
-        .get("cloud-controller-manager")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .holder_identity
-        .unwrap();
+    let holder = lease_holder(&leases).await;
     // Both are up (a follower serves its endpoints too) before leadership is compared.
     let (_, _) = (metric(pa).await, metric(pb).await);
     let (ma, mb) = (metric(pa).await, metric(pb).await);
@@ -112,14 +104,7 @@ async fn only_the_leader_acts_and_the_other_takes_over() {
         t0.elapsed()
     );
     assert!(leads(&metric(follower_port).await));
-    let new_holder = leases
-        .get("cloud-controller-manager")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .holder_identity
-        .unwrap();
+    let new_holder = lease_holder(&leases).await;
     assert_ne!(new_holder, holder);
     // Health endpoints.
     let h = reqwest::get(format!("http://127.0.0.1:{follower_port}/healthz"))

@@ -9,7 +9,7 @@ use azure_sim::faults::{FaultKind, FaultRule};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 struct Ccm(Child);
@@ -166,21 +166,8 @@ async fn load_balancer_service_lifecycle_through_arm_faults() {
     // On a timeout, the CCM's log tail is printed.
     std::env::set_var("CCM_LOG", dir.path().join("ccm.log"));
     let (port, secure) = (free_port(), free_port());
-    let _ccm = Ccm(Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
-        .args([
-            "--cloud-config",
-            config.to_str().unwrap(),
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ])
-        .args([
-            "--bind-address",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--secure-port",
-            &secure.to_string(),
-        ])
+    let _ccm = Ccm(common::ccm(&config, &kubeconfig)
+        .args(["--port", &port.to_string(), "--secure-port", &secure.to_string()])
         .args(["--leader-elect=false", "--node-monitor-period=1s"])
         .stdout(Stdio::null())
         .stderr(

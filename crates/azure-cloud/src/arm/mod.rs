@@ -89,3 +89,8 @@ pub async fn connect(cfg: &CloudConfig, env: EnvLookup<'_>) -> Result<Connection
 
 #[cfg(test)]
 mod tests;
+
+/// A model as JSON (the form the planners and JSON-bodied writes work on); `Null` if it cannot serialise.
+pub(crate) fn to_json<T: serde::Serialize>(t: &T) -> serde_json::Value {
+    serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
+}

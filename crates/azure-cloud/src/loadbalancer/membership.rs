@@ -138,9 +138,7 @@ pub fn references_any(v: &Value, pools: &[String]) -> bool {
     pools.iter().any(|p| text.contains(&format!("\"{}\"", lower(p))))
 }
 
-fn to_value<T: serde::Serialize>(t: &T) -> Value {
-    serde_json::to_value(t).unwrap_or(Value::Null)
-}
+use crate::arm::to_json as to_value;
 
 fn arm(e: ArmError) -> CloudError {
     CloudError::Azure(e.to_string())
@@ -381,14 +379,7 @@ impl Membership {
             if !changed {
                 continue;
             }
-            if let Some(p) = v.get_mut("properties").and_then(Value::as_object_mut) {
-                p.remove("instanceView");
-                p.remove("provisioningState");
-                p.remove("latestModelApplied");
-            }
-            if let Some(o) = v.as_object_mut() {
-                o.remove("resources");
-            }
+            crate::vmset::scale_set::instance_put_body(&mut v);
             writes.push((id, v));
         }
         let n = writes.len();

@@ -46,9 +46,7 @@ fn lower(s: &str) -> String {
     s.to_ascii_lowercase()
 }
 
-fn to_value<T: serde::Serialize>(t: &T) -> Value {
-    serde_json::to_value(t).unwrap_or(Value::Null)
-}
+use crate::arm::to_json as to_value;
 
 fn from_value<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, CloudError> {
     serde_json::from_value(v).map_err(|e| CloudError::Azure(format!("cannot encode the {what}: {e}")))
@@ -547,8 +545,7 @@ impl LoadBalancerApplier {
     }
 
     /// nodeIP mode: the pool addresses of the eligible nodes (InternalIP of each family from the Node).
-    fn node_ip_addresses(&self, nodes: &[Node], family: Family, vm_set_filter: Option<&str>) -> Vec<(String, String)> {
-        let _ = vm_set_filter;
+    fn node_ip_addresses(&self, nodes: &[Node], family: Family) -> Vec<(String, String)> {
         let list: Vec<(String, Option<String>)> = eligible(nodes, &self.cfg)
             .into_iter()
             .map(|n| {
@@ -651,7 +648,7 @@ impl LoadBalancerApplier {
             if self.node_ip_mode() && manage_nodes {
                 if let Some(nodes) = &nodes {
                     for (family, _) in &pools {
-                        let addrs = self.node_ip_addresses(nodes, *family, vm_set_filter.as_deref());
+                        let addrs = self.node_ip_addresses(nodes, *family);
                         let pool = backend_pool_name(cluster, *family);
                         if plan::set_pool_addresses(&mut lb, &pool, &addrs, &self.vnet_id()) {
                             changed = true;
@@ -1038,7 +1035,7 @@ impl LoadBalancerApplier {
             // Traffic reaches the nodes' own addresses.
             if let Some(nodes) = self.known_nodes() {
                 for f in &spec.families {
-                    for (_, ip) in self.node_ip_addresses(&nodes, *f, None) {
+                    for (_, ip) in self.node_ip_addresses(&nodes, *f) {
                         destinations.push((*f, ip));
                     }
                 }

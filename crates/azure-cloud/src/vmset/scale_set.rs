@@ -349,3 +349,16 @@ fn is_being_deleted(s: &compute::VirtualMachineScaleSet) -> bool {
         .and_then(|p| p.provisioning_state.as_deref())
         .is_some_and(|st| st.eq_ignore_ascii_case("deleting"))
 }
+
+/// Turns a scale-set instance as read (JSON) into the body of its PUT: drops what ARM computes (instance
+/// view, provisioning state, latest-model flag, extension resources), keeps everything else as read.
+pub(crate) fn instance_put_body(v: &mut serde_json::Value) {
+    if let Some(p) = v.get_mut("properties").and_then(serde_json::Value::as_object_mut) {
+        p.remove("instanceView");
+        p.remove("provisioningState");
+        p.remove("latestModelApplied");
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.remove("resources");
+    }
+}

@@ -66,3 +66,16 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The CCM binary with the files of `env` and endpoints on loopback; the test adds its own flags.
+pub fn ccm(config: &std::path::Path, kubeconfig: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"));
+    c.args([
+        "--cloud-config",
+        config.to_str().unwrap(),
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ])
+    .args(["--bind-address", "127.0.0.1"]);
+    c
+}
