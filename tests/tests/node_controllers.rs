@@ -5,6 +5,18 @@ use azure_cloud::AzureCloud;
 use azure_sim::scenario::Scenario;
 use azure_sim::SimOptions;
 use ccm::controllers::{self, Timing, SHUTDOWN_TAINT, UNINITIALIZED_TAINT};
+
+/// Every Node, as the shared cache hands them to the passes.
+async fn all(nodes: &Api<Node>) -> Vec<Arc<Node>> {
+    nodes
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect()
+}
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube_sim::KubeSim;
@@ -72,7 +84,9 @@ async fn nodes_are_initialised_deleted_and_tainted() {
         node_monitor_period: Duration::from_millis(200),
         ..Default::default()
     };
-    let task = tokio::spawn(controllers::run(client.clone(), cloud.clone(), timing));
+    let (informer, drive) = ccm::informer::NodeInformer::new(client.clone());
+    let driver = tokio::spawn(drive);
+    let task = tokio::spawn(controllers::run(client.clone(), cloud.clone(), timing, informer));
 
     // Initialisation: provider id, labels (current and beta), addresses, taint removed.
     eventually("every node initialised", || async {
@@ -157,6 +171,7 @@ async fn nodes_are_initialised_deleted_and_tainted() {
         "a throttled lookup must not delete a node"
     );
     task.abort();
+    driver.abort();
 }
 
 async fn kube_events_v1(kube: &KubeSim) -> Vec<serde_json::Value> {
@@ -198,7 +213,9 @@ async fn route_controller_creates_and_removes_pod_cidr_routes() {
         metrics: Default::default(),
     };
     sim.reset_calls();
-    let (created, deleted) = controllers::route_pass(&nodes, &cloud, &settings).await.unwrap();
+    let (created, deleted) = controllers::route_pass(&nodes, &cloud, &settings, &all(&nodes).await)
+        .await
+        .unwrap();
     assert_eq!((created, deleted), (4, 0));
     let puts = sim.calls().iter().filter(|c| c.method == "PUT").count();
     // Cold caches spread the three creates over the node lookups: at most two batches (S7 bound).
@@ -232,7 +249,9 @@ async fn route_controller_creates_and_removes_pod_cidr_routes() {
     // Steady state: nothing to do, no write.
     sim.reset_calls();
     assert_eq!(
-        controllers::route_pass(&nodes, &cloud, &settings).await.unwrap(),
+        controllers::route_pass(&nodes, &cloud, &settings, &all(&nodes).await)
+            .await
+            .unwrap(),
         (0, 0)
     );
     assert_eq!(sim.arm_calls("PUT"), 0);
@@ -252,7 +271,9 @@ async fn route_controller_creates_and_removes_pod_cidr_routes() {
     .await
     .unwrap();
     assert_eq!(
-        controllers::route_pass(&nodes, &cloud, &settings).await.unwrap(),
+        controllers::route_pass(&nodes, &cloud, &settings, &all(&nodes).await)
+            .await
+            .unwrap(),
         (0, 1)
     );
     let left: Vec<String> = azure_cloud::provider::Routes::list_routes(&cloud, "kubernetes")
@@ -309,7 +330,9 @@ async fn node_initialisation_converges_through_arm_faults() {
         node_monitor_period: Duration::from_millis(200),
         ..Default::default()
     };
-    let task = tokio::spawn(controllers::run(client.clone(), cloud.clone(), timing));
+    let (informer, drive) = ccm::informer::NodeInformer::new(client.clone());
+    let driver = tokio::spawn(drive);
+    let task = tokio::spawn(controllers::run(client.clone(), cloud.clone(), timing, informer));
     for _ in 0..300 {
         let list = nodes.list(&Default::default()).await.unwrap();
         if list
@@ -336,4 +359,5 @@ async fn node_initialisation_converges_through_arm_faults() {
         .count();
     assert!(faulted >= 1, "faults were injected");
     task.abort();
+    driver.abort();
 }

@@ -6,8 +6,12 @@ use std::collections::BTreeMap;
 /// One recorded call.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CallRecord {
-    /// Simulated milliseconds since start.
+    /// Simulated milliseconds since start, when the answer was sent.
     pub t_ms: u64,
+    /// Simulated milliseconds since start, when the request arrived (before the simulated latency).
+    pub arrived_ms: u64,
+    /// The `Retry-After` the answer carried, in simulated milliseconds.
+    pub retry_after_ms: Option<u64>,
     /// HTTP method.
     pub method: String,
     /// `Microsoft.Compute`, `Microsoft.Network`, `AAD`, `IMDS`, `Metadata`.

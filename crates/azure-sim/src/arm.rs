@@ -196,7 +196,13 @@ pub(crate) fn authorized(s: &Shared, headers: &HeaderMap) -> bool {
     lock(&s.tokens).get(token.trim()).is_some_and(|exp| *exp > now)
 }
 
-pub(crate) fn record(
+/// Adds a call to the log.
+pub(crate) fn record(s: &Shared, c: CallRecord) {
+    lock(&s.calls).record(c);
+}
+
+/// A call answered now (arrived now, no Retry-After).
+pub(crate) fn call(
     s: &Shared,
     method: &str,
     provider: &str,
@@ -204,16 +210,19 @@ pub(crate) fn record(
     operation: &str,
     kind: Kind,
     status: u16,
-) {
-    lock(&s.calls).record(CallRecord {
-        t_ms: s.clock.now_ms(),
+) -> CallRecord {
+    let now = s.clock.now_ms();
+    CallRecord {
+        t_ms: now,
+        arrived_ms: now,
+        retry_after_ms: None,
         method: method.to_string(),
         provider: provider.to_string(),
         resource_type: resource_type.to_string(),
         operation: operation.to_string(),
         access: if kind == Kind::Read { "read" } else { "write" }.to_string(),
         status,
-    });
+    }
 }
 
 fn retry_after_secs(s: &Shared, sim_ms: u64) -> u64 {
@@ -237,6 +246,7 @@ fn set_retry_after(s: &Shared, r: &mut Response, sim_ms: u64, min_secs: u64) {
 }
 
 async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let arrived_ms = s.clock.now_ms();
     if !s.opts.latency.is_zero() {
         tokio::time::sleep(s.opts.latency).await;
     }
@@ -265,7 +275,14 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
         None => ("ARM".into(), path.clone(), "unknown"),
     };
     let finish = |resp: Response| {
-        record(&s, method.as_str(), &provider, &rtype, op, kind, resp.status().as_u16());
+        let mut c = call(&s, method.as_str(), &provider, &rtype, op, kind, resp.status().as_u16());
+        c.arrived_ms = arrived_ms;
+        // Retry-After is in real time; the log is in simulated time.
+        let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()?.parse::<f64>().ok());
+        c.retry_after_ms = header("retry-after-ms")
+            .or_else(|| header("retry-after").map(|secs| secs * 1000.0))
+            .map(|real_ms| (real_ms * s.clock.speed()) as u64);
+        record(&s, c);
         resp
     };
     if !authorized(&s, &headers) {

@@ -1,7 +1,7 @@
 //! AAD token endpoint, IMDS (instance metadata, load balancer metadata, managed-identity tokens) and the
 //! `/metadata/endpoints` discovery document.
 
-use crate::arm::record;
+use crate::arm::{call, record};
 use crate::store::{prop_array, str_at};
 use crate::throttle::Kind;
 use crate::{lock, Shared};
@@ -39,7 +39,10 @@ fn issue_token(s: &Shared) -> (String, u64) {
 
 /// `GET /metadata/endpoints`.
 pub(crate) async fn endpoints(State(s): State<Arc<Shared>>) -> Response {
-    record(&s, "GET", "Metadata", "metadata/endpoints", "metadata", Kind::Read, 200);
+    record(
+        &s,
+        call(&s, "GET", "Metadata", "metadata/endpoints", "metadata", Kind::Read, 200),
+    );
     let base = format!("{}/", s.base_url);
     json_ok(json!({
         "name": "AzureSim",
@@ -62,12 +65,15 @@ pub(crate) async fn aad_token(
     let resp = aad_answer(&s, &tenant, &form);
     record(
         &s,
-        "POST",
-        "AAD",
-        "oauth2/token",
-        "token",
-        Kind::Write,
-        resp.status().as_u16(),
+        call(
+            &s,
+            "POST",
+            "AAD",
+            "oauth2/token",
+            "token",
+            Kind::Write,
+            resp.status().as_u16(),
+        ),
     );
     resp
 }
@@ -175,12 +181,15 @@ pub(crate) async fn imds_token(
     };
     record(
         &s,
-        "GET",
-        "IMDS",
-        "identity/oauth2/token",
-        "token",
-        Kind::Read,
-        resp.status().as_u16(),
+        call(
+            &s,
+            "GET",
+            "IMDS",
+            "identity/oauth2/token",
+            "token",
+            Kind::Read,
+            resp.status().as_u16(),
+        ),
     );
     resp
 }
@@ -197,12 +206,15 @@ pub(crate) async fn imds_instance(State(s): State<Arc<Shared>>, headers: HeaderM
     };
     record(
         &s,
-        "GET",
-        "IMDS",
-        "metadata/instance",
-        "metadata",
-        Kind::Read,
-        resp.status().as_u16(),
+        call(
+            &s,
+            "GET",
+            "IMDS",
+            "metadata/instance",
+            "metadata",
+            Kind::Read,
+            resp.status().as_u16(),
+        ),
     );
     resp
 }
@@ -290,12 +302,15 @@ pub(crate) async fn imds_loadbalancer(State(s): State<Arc<Shared>>, headers: Hea
     };
     record(
         &s,
-        "GET",
-        "IMDS",
-        "metadata/loadbalancer",
-        "metadata",
-        Kind::Read,
-        resp.status().as_u16(),
+        call(
+            &s,
+            "GET",
+            "IMDS",
+            "metadata/loadbalancer",
+            "metadata",
+            Kind::Read,
+            resp.status().as_u16(),
+        ),
     );
     resp
 }

@@ -132,6 +132,11 @@ impl Clock {
         real as u64 + *lock(&self.offset_ms)
     }
 
+    /// Simulated seconds per real second.
+    pub fn speed(&self) -> f64 {
+        self.speed
+    }
+
     /// Moves simulated time forward.
     pub fn advance(&self, d: Duration) {
         *lock(&self.offset_ms) += d.as_millis() as u64;

@@ -520,6 +520,19 @@ async fn faults_runtime_changes_and_accounting() {
     assert_eq!(s, 503);
     let (s, _, _) = t.put(&pip, body.clone()).await;
     assert_eq!(s, 201);
+    // A throttle fault: the call log keeps when the request arrived and the Retry-After it was given.
+    t.sim.set_faults(vec![FaultRule {
+        method: Some("PUT".into()),
+        resource_type: Some("publicIPAddresses".into()),
+        fault: FaultKind::Throttle { retry_after_secs: 3 },
+        rate: 1.0,
+        count: Some(1),
+    }]);
+    let (s, _, _) = t.put(&pip, body.clone()).await;
+    assert_eq!(s, 429);
+    let throttled = t.sim.calls().into_iter().rfind(|c| c.status == 429).unwrap();
+    assert_eq!(throttled.retry_after_ms, Some(3000));
+    assert!(throttled.arrived_ms <= throttled.t_ms);
     // Faults set over HTTP: a connection reset.
     let rules = json!([{"method": "GET", "resourceType": "publicIPAddresses", "fault": {"kind": "reset"}, "count": 1}]);
     let r = t
@@ -589,8 +602,8 @@ async fn faults_runtime_changes_and_accounting() {
         .unwrap();
     let counts = calls["counts"].as_object().unwrap();
     assert_eq!(
-        counts["Microsoft.Network Microsoft.Network/publicIPAddresses put (write)"],
-        2
+        counts["Microsoft.Network Microsoft.Network/publicIPAddresses put (write)"], 3,
+        "503, 201 and the throttled 429"
     );
     assert!(counts.keys().any(|k| k.starts_with("AAD ")));
     t.http.post(format!("{}/_sim/reset", t.sim.url())).send().await.unwrap();

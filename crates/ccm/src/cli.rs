@@ -69,6 +69,10 @@ pub struct Options {
     /// the fewer ARM writes they cost (a burst of 200 with 10 workers: 360 writes; with 200: ≈ 203).
     #[arg(long = "concurrent-service-syncs", default_value_t = 200)]
     pub concurrent_service_syncs: u32,
+    /// Kubernetes API requests waiting for their response at once (watches count only until their stream
+    /// starts). HTTP/1.1 costs a connection per request in flight, kept open afterwards; this bounds them.
+    #[arg(long = "kube-api-concurrency", default_value_t = 30)]
+    pub kube_api_concurrency: u32,
     /// Run only while holding the lease.
     #[arg(long = "leader-elect", action = ArgAction::Set, num_args = 0..=1, default_value = "true", default_missing_value = "true")]
     pub leader_elect: bool,

@@ -8,12 +8,11 @@
 //!   confirms its instance is gone; a stopped or deallocated instance gets the shutdown taint and (as
 //!   upstream Azure does) `node.kubernetes.io/out-of-service:NoExecute`, both removed when the node is Ready. Errors (throttling, timeouts) never delete anything.
 
+use crate::informer::{NodeChange, NodeInformer};
 use azure_cloud::provider::{CloudError, InstancesV2};
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, Taint};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use std::collections::HashMap;
@@ -95,17 +94,24 @@ pub fn node_labels(md: &azure_cloud::provider::InstanceMetadata) -> serde_json::
     labels
 }
 
-/// Runs both controllers until the future is dropped.
-pub async fn run(client: Client, cloud: Arc<dyn InstancesV2>, timing: Timing) {
+/// Runs both controllers until the future is dropped, over the shared Node cache.
+pub async fn run(client: Client, cloud: Arc<dyn InstancesV2>, timing: Timing, nodes: NodeInformer) {
     let recorder = Recorder::new(client.clone(), COMPONENT.into());
     tokio::join!(
-        node_controller(client.clone(), cloud.clone(), recorder.clone(), timing.clone()),
-        lifecycle_controller(client, cloud, recorder, timing)
+        node_controller(
+            client.clone(),
+            cloud.clone(),
+            recorder.clone(),
+            timing.clone(),
+            nodes.clone()
+        ),
+        lifecycle_controller(client, cloud, recorder, timing, nodes)
     );
 }
 
-/// Publishes an event (reason doubles as action) on an object; a failure is logged, never returned.
-pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
+/// Publishes an event (reason doubles as action) on an object in the background, as client-go's broadcaster
+/// does: a reconcile never waits for the API server to take its events. A failure is logged, never returned.
+pub(crate) fn publish<K: Resource<DynamicType = ()>>(
     recorder: &Recorder,
     obj: &K,
     type_: EventType,
@@ -119,13 +125,16 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
         action: reason.into(),
         secondary: None,
     };
-    if let Err(err) = recorder.publish(&e, &obj.object_ref(&())).await {
-        tracing::debug!(object = %obj.meta().name.as_deref().unwrap_or_default(), reason, error = %err, "cannot publish event");
-    }
+    let (recorder, reference) = (recorder.clone(), obj.object_ref(&()));
+    tokio::spawn(async move {
+        if let Err(err) = recorder.publish(&e, &reference).await {
+            tracing::debug!(object = %reference.name.as_deref().unwrap_or_default(), reason = %e.reason, error = %err, "cannot publish event");
+        }
+    });
 }
 
-async fn event(recorder: &Recorder, node: &Node, type_: EventType, reason: &str, note: String) {
-    publish(recorder, node, type_, reason, note).await;
+fn event(recorder: &Recorder, node: &Node, type_: EventType, reason: &str, note: String) {
+    publish(recorder, node, type_, reason, note);
 }
 
 /// Initialises one node; returns the error to retry on.
@@ -153,26 +162,46 @@ pub async fn initialize(api: &Api<Node>, cloud: &dyn InstancesV2, node: &Node) -
     Ok(())
 }
 
-async fn node_controller(client: Client, cloud: Arc<dyn InstancesV2>, recorder: Recorder, timing: Timing) {
+async fn node_controller(
+    client: Client,
+    cloud: Arc<dyn InstancesV2>,
+    recorder: Recorder,
+    timing: Timing,
+    nodes: NodeInformer,
+) {
     let api: Api<Node> = Api::all(client);
     let mut backoff: HashMap<String, Duration> = HashMap::new();
-    let mut events = watcher(api.clone(), watcher::Config::default())
-        .applied_objects()
-        .boxed();
+    let mut changes = nodes.subscribe();
+    nodes.ready().await;
+    // Nodes waiting from before we started (or from before a lag): every tainted one in the cache.
+    let tainted = |nodes: &NodeInformer| -> Vec<Arc<Node>> {
+        nodes
+            .nodes()
+            .into_iter()
+            .filter(|n| has_taint(n, UNINITIALIZED_TAINT))
+            .collect()
+    };
+    let mut todo: std::collections::VecDeque<Arc<Node>> = tainted(&nodes).into();
     let mut refresh = tokio::time::interval(timing.node_status_update_frequency);
     let (retry_tx, mut retry_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     loop {
-        let node = tokio::select! {
-            ev = events.next() => match ev {
-                Some(Ok(n)) => Some(n),
-                Some(Err(e)) => { tracing::warn!(error = %e, "node watch failed; retrying"); tokio::time::sleep(Duration::from_secs(1)).await; None }
-                None => return,
+        let node = match todo.pop_front() {
+            Some(n) => Some(n),
+            None => tokio::select! {
+                change = changes.next() => match change {
+                    Some(NodeChange::Touched(n)) => Some(n),
+                    Some(NodeChange::Lagged) => {
+                        todo.extend(tainted(&nodes));
+                        None
+                    }
+                    None => return,
+                },
+                Some(name) = retry_rx.recv() => api.get_opt(&name).await.ok().flatten().map(Arc::new),
+                _ = refresh.tick() => {
+                    refresh_addresses(&api, cloud.as_ref(), &nodes.nodes()).await;
+                    None
+                }
             },
-            Some(name) = retry_rx.recv() => api.get_opt(&name).await.ok().flatten(),
-            _ = refresh.tick() => {
-                refresh_addresses(&api, cloud.as_ref()).await;
-                None
-            }
         };
         let Some(node) = node else { continue };
         if !has_taint(&node, UNINITIALIZED_TAINT) {
@@ -191,8 +220,7 @@ async fn node_controller(client: Client, cloud: Arc<dyn InstancesV2>, recorder: 
                     EventType::Normal,
                     "Synced",
                     "Node synced successfully".into(),
-                )
-                .await;
+                );
             }
             Err(e) => {
                 let wait = backoff
@@ -206,8 +234,7 @@ async fn node_controller(client: Client, cloud: Arc<dyn InstancesV2>, recorder: 
                     EventType::Warning,
                     "FailedToInitializeNode",
                     e.to_string(),
-                )
-                .await;
+                );
                 let tx = retry_tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(wait).await;
@@ -218,11 +245,8 @@ async fn node_controller(client: Client, cloud: Arc<dyn InstancesV2>, recorder: 
     }
 }
 
-async fn refresh_addresses(api: &Api<Node>, cloud: &dyn InstancesV2) {
-    let Ok(nodes) = api.list(&Default::default()).await else {
-        return;
-    };
-    for node in nodes.items.iter().filter(|n| !has_taint(n, UNINITIALIZED_TAINT)) {
+async fn refresh_addresses(api: &Api<Node>, cloud: &dyn InstancesV2, nodes: &[Arc<Node>]) {
+    for node in nodes.iter().filter(|n| !has_taint(n, UNINITIALIZED_TAINT)) {
         let Ok(md) = cloud.instance_metadata(node).await else {
             continue;
         };
@@ -232,6 +256,12 @@ async fn refresh_addresses(api: &Api<Node>, cloud: &dyn InstancesV2) {
             .and_then(|s| s.addresses.clone())
             .unwrap_or_default();
         if current != md.node_addresses {
+            let show = |a: &[NodeAddress]| {
+                a.iter()
+                    .map(|x| format!("{}={}", x.type_, x.address))
+                    .collect::<Vec<_>>()
+            };
+            tracing::info!(node = %node.name_any(), from = ?show(&current), to = ?show(&md.node_addresses), "node addresses changed");
             let p = json!({"status": {"addresses": md.node_addresses}});
             let _ = api
                 .patch_status(&node.name_any(), &PatchParams::default(), &Patch::Merge(&p))
@@ -240,20 +270,18 @@ async fn refresh_addresses(api: &Api<Node>, cloud: &dyn InstancesV2) {
     }
 }
 
-/// One lifecycle pass over every node.
-pub async fn lifecycle_pass(api: &Api<Node>, cloud: &dyn InstancesV2, recorder: Option<&Recorder>) {
-    let nodes = match api.list(&Default::default()).await {
-        Ok(n) => n.items,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list nodes");
-            return;
-        }
-    };
+/// One lifecycle pass over `nodes` (the shared cache's).
+pub async fn lifecycle_pass(
+    api: &Api<Node>,
+    cloud: &dyn InstancesV2,
+    recorder: Option<&Recorder>,
+    nodes: &[Arc<Node>],
+) {
     for node in nodes {
         let name = node.name_any();
-        if is_ready(&node) {
-            if has_taint(&node, SHUTDOWN_TAINT) || has_taint(&node, OUT_OF_SERVICE_TAINT) {
-                let kept: Vec<Taint> = taints_without(&node, SHUTDOWN_TAINT)
+        if is_ready(node) {
+            if has_taint(node, SHUTDOWN_TAINT) || has_taint(node, OUT_OF_SERVICE_TAINT) {
+                let kept: Vec<Taint> = taints_without(node, SHUTDOWN_TAINT)
                     .into_iter()
                     .filter(|t| t.key != OUT_OF_SERVICE_TAINT)
                     .collect();
@@ -268,18 +296,17 @@ pub async fn lifecycle_pass(api: &Api<Node>, cloud: &dyn InstancesV2, recorder: 
             }
             continue;
         }
-        match cloud.instance_exists(&node).await {
+        match cloud.instance_exists(node).await {
             Ok(false) => {
                 tracing::info!(node = %name, "instance no longer exists: deleting node");
                 if let Some(r) = recorder {
                     event(
                         r,
-                        &node,
+                        node,
                         EventType::Normal,
                         "DeletingNode",
                         format!("Deleting node {name} because it does not exist in the cloud provider"),
-                    )
-                    .await;
+                    );
                 }
                 if let Err(e) = api.delete(&name, &DeleteParams::default()).await {
                     tracing::warn!(node = %name, error = %e, "cannot delete node");
@@ -292,9 +319,9 @@ pub async fn lifecycle_pass(api: &Api<Node>, cloud: &dyn InstancesV2, recorder: 
                 continue;
             }
         }
-        match cloud.instance_shutdown(&node).await {
-            Ok(true) if !has_taint(&node, SHUTDOWN_TAINT) || !has_taint(&node, OUT_OF_SERVICE_TAINT) => {
-                let mut taints: Vec<Taint> = taints_without(&node, SHUTDOWN_TAINT)
+        match cloud.instance_shutdown(node).await {
+            Ok(true) if !has_taint(node, SHUTDOWN_TAINT) || !has_taint(node, OUT_OF_SERVICE_TAINT) => {
+                let mut taints: Vec<Taint> = taints_without(node, SHUTDOWN_TAINT)
                     .into_iter()
                     .filter(|t| t.key != OUT_OF_SERVICE_TAINT)
                     .collect();
@@ -324,13 +351,20 @@ pub async fn lifecycle_pass(api: &Api<Node>, cloud: &dyn InstancesV2, recorder: 
     }
 }
 
-async fn lifecycle_controller(client: Client, cloud: Arc<dyn InstancesV2>, recorder: Recorder, timing: Timing) {
+async fn lifecycle_controller(
+    client: Client,
+    cloud: Arc<dyn InstancesV2>,
+    recorder: Recorder,
+    timing: Timing,
+    nodes: NodeInformer,
+) {
     let api: Api<Node> = Api::all(client);
     let mut tick = tokio::time::interval(timing.node_monitor_period);
+    nodes.ready().await;
     loop {
         tick.tick().await;
         let started = std::time::Instant::now();
-        lifecycle_pass(&api, cloud.as_ref(), Some(&recorder)).await;
+        lifecycle_pass(&api, cloud.as_ref(), Some(&recorder), &nodes.nodes()).await;
         timing.metrics.observe("cloud-node-lifecycle", started.elapsed(), true);
     }
 }
@@ -363,13 +397,9 @@ pub async fn route_pass(
     api: &Api<Node>,
     routes: &dyn azure_cloud::provider::Routes,
     settings: &RouteSettings,
+    nodes: &[Arc<Node>],
 ) -> Result<(usize, usize), CloudError> {
-    let nodes = api
-        .list(&Default::default())
-        .await
-        .map_err(|e| CloudError::Azure(format!("listing nodes: {e}")))?
-        .items;
-    for node in &nodes {
+    for node in nodes {
         let unmanaged = node
             .labels()
             .get("kubernetes.azure.com/managed")
@@ -383,7 +413,7 @@ pub async fn route_pass(
             .any(|r| r.target_node == node && r.destination_cidrs.iter().any(|c| c == cidr) && !r.blackhole)
     };
     let mut creates = Vec::new();
-    for node in &nodes {
+    for node in nodes {
         let name = node.name_any();
         for cidr in pod_cidrs(node).into_iter().filter(|c| !has(&name, c)) {
             let route = azure_cloud::provider::Route {
@@ -460,13 +490,19 @@ pub async fn route_pass(
 }
 
 /// Runs the route controller until dropped.
-pub async fn route_controller(client: Client, routes: Arc<dyn azure_cloud::provider::Routes>, settings: RouteSettings) {
+pub async fn route_controller(
+    client: Client,
+    routes: Arc<dyn azure_cloud::provider::Routes>,
+    settings: RouteSettings,
+    nodes: NodeInformer,
+) {
     let api: Api<Node> = Api::all(client);
     let mut tick = tokio::time::interval(settings.period);
+    nodes.ready().await;
     loop {
         tick.tick().await;
         let started = std::time::Instant::now();
-        let result = route_pass(&api, routes.as_ref(), &settings).await;
+        let result = route_pass(&api, routes.as_ref(), &settings, &nodes.nodes()).await;
         settings.metrics.observe("route", started.elapsed(), result.is_ok());
         match result {
             Ok((c, d)) if c + d > 0 => tracing::info!(created = c, deleted = d, "routes reconciled"),

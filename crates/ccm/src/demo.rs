@@ -128,11 +128,16 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
     let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
     let cloud = std::sync::Arc::new(cloud);
     let cloud_v2: std::sync::Arc<dyn azure_cloud::provider::InstancesV2> = cloud.clone();
-    let mut controllers = vec![tokio::spawn(crate::controllers::run(
-        client.clone(),
-        cloud_v2,
-        crate::controllers::Timing::default(),
-    ))];
+    let (nodes, drive_nodes) = crate::informer::NodeInformer::new(client.clone());
+    let mut controllers = vec![
+        tokio::spawn(drive_nodes),
+        tokio::spawn(crate::controllers::run(
+            client.clone(),
+            cloud_v2,
+            crate::controllers::Timing::default(),
+            nodes.clone(),
+        )),
+    ];
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     let initialised = |n: &serde_json::Value| {
         n.pointer("/spec/taints")
@@ -209,6 +214,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
             period: std::time::Duration::from_secs(10),
             metrics: Default::default(),
         },
+        nodes.clone(),
     )));
     let lb: std::sync::Arc<dyn azure_cloud::provider::LoadBalancer> = cloud.clone();
     controllers.push(tokio::spawn(crate::service::run(
@@ -221,6 +227,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
             node_sync_period: crate::service::NODE_SYNC_PERIOD,
         },
         kube::runtime::events::Recorder::new(client.clone(), crate::service::COMPONENT.into()),
+        nodes.clone(),
     )));
     let service = serde_json::json!({
         "metadata": {"name": "hello", "namespace": "default"},

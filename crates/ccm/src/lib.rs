@@ -1,12 +1,13 @@
 //! The Azure cloud-controller-manager: command line (`cli`), start-up, endpoints and leader election
 //! (`manager`, `leader`), the cloud-node, cloud-node-lifecycle and route controllers (`controllers`), the
-//! service controller (`service`), and a demo against the built-in simulated Azure and cluster (`demo`).
+//! service controller (`service`), the Node cache they share (`informer`), and a demo against the built-in simulated Azure and cluster (`demo`).
 #![warn(missing_docs)]
 
 pub mod bench;
 pub mod cli;
 pub mod controllers;
 pub mod demo;
+pub mod informer;
 pub mod leader;
 pub mod manager;
 pub mod metrics;

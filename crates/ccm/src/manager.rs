@@ -107,7 +107,64 @@ async fn kube_client(opts: &Options) -> Result<kube::Client, String> {
     if let Some(m) = &opts.master {
         cfg.cluster_url = m.parse().map_err(|e| format!("--master {m:?}: {e}"))?;
     }
-    kube::Client::try_from(cfg).map_err(|e| e.to_string())
+    let builder = kube::client::ClientBuilder::try_from(cfg).map_err(|e| e.to_string())?;
+    Ok(builder
+        .with_layer(&InFlightLimit::new(opts.kube_api_concurrency as usize))
+        .build())
+}
+
+/// A tower layer that lets at most `n` Kubernetes API requests wait for their response headers at once.
+/// HTTP/1.1 needs one connection per request in flight, and the client keeps every connection it opened:
+/// 200 service workers patching at once opened 200 TLS connections (≈ 20 MiB of buffers) and kept them.
+/// A watch holds its permit only until its response starts, so watches never starve other requests.
+#[derive(Clone)]
+pub struct InFlightLimit(Arc<tokio::sync::Semaphore>);
+
+impl InFlightLimit {
+    /// At most `n` (≥ 1) requests in flight.
+    pub fn new(n: usize) -> Self {
+        InFlightLimit(Arc::new(tokio::sync::Semaphore::new(n.max(1))))
+    }
+}
+
+impl<S> tower_layer::Layer<S> for InFlightLimit {
+    type Service = Limited<S>;
+    fn layer(&self, inner: S) -> Limited<S> {
+        Limited {
+            inner,
+            permits: self.0.clone(),
+        }
+    }
+}
+
+/// The service [`InFlightLimit`] wraps.
+pub struct Limited<S> {
+    inner: S,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl<S, Req> tower_service::Service<Req> for Limited<S>
+where
+    S: tower_service::Service<Req>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        // The inner future (hyper's) sends nothing until polled, so waiting for the permit first holds it back.
+        let fut = self.inner.call(req);
+        let permits = self.permits.clone();
+        Box::pin(async move {
+            let _permit = permits.acquire_owned().await;
+            fut.await
+        })
+    }
 }
 
 /// Runs the manager until SIGTERM/Ctrl-C.
@@ -266,12 +323,25 @@ pub async fn run(opts: &Options) -> Result<(), String> {
         leader_gauge.set(i64::from(is_leader));
         if is_leader && tasks.is_empty() {
             let cloud_v2: Arc<dyn azure_cloud::provider::InstancesV2> = cloud.clone();
+            // One Node watch and cache for every controller, for as long as they run.
+            let (nodes, drive_nodes) = crate::informer::NodeInformer::new(client.clone());
+            tasks.push(tokio::spawn(drive_nodes));
             if enabled.contains(&"cloud-node-controller") || enabled.contains(&"cloud-node-lifecycle-controller") {
-                tasks.push(tokio::spawn(controllers::run(client.clone(), cloud_v2, timing.clone())));
+                tasks.push(tokio::spawn(controllers::run(
+                    client.clone(),
+                    cloud_v2,
+                    timing.clone(),
+                    nodes.clone(),
+                )));
             }
             if let Some(rs) = route_settings.clone() {
                 let routes: Arc<dyn azure_cloud::provider::Routes> = cloud.clone();
-                tasks.push(tokio::spawn(controllers::route_controller(client.clone(), routes, rs)));
+                tasks.push(tokio::spawn(controllers::route_controller(
+                    client.clone(),
+                    routes,
+                    rs,
+                    nodes.clone(),
+                )));
             }
             if let Some(ss) = service_settings.clone() {
                 let recorder = kube::runtime::events::Recorder::new(client.clone(), crate::service::COMPONENT.into());
@@ -281,7 +351,13 @@ pub async fn run(opts: &Options) -> Result<(), String> {
                         kube::runtime::events::Recorder::new(client.clone(), "azure-cloud-provider".into()),
                     )));
                 let lb: Arc<dyn azure_cloud::provider::LoadBalancer> = cloud.clone();
-                tasks.push(tokio::spawn(crate::service::run(client.clone(), lb, ss, recorder)));
+                tasks.push(tokio::spawn(crate::service::run(
+                    client.clone(),
+                    lb,
+                    ss,
+                    recorder,
+                    nodes.clone(),
+                )));
             }
             tracing::info!(count = tasks.len(), "controllers started");
         } else if !is_leader && !tasks.is_empty() {
@@ -376,6 +452,51 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A service whose calls take 20 ms and record how many ran at once.
+    struct Probe {
+        now: Arc<AtomicUsize>,
+        max: Arc<AtomicUsize>,
+    }
+
+    impl tower_service::Service<()> for Probe {
+        type Response = ();
+        type Error = ();
+        type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ()>> + Send>>;
+        fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), ()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: ()) -> Self::Future {
+            let (now, max) = (self.now.clone(), self.max.clone());
+            Box::pin(async move {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn in_flight_limit_holds_requests_back() {
+        use tower_layer::Layer;
+        use tower_service::Service;
+        let max = Arc::new(AtomicUsize::new(0));
+        let mut svc = InFlightLimit::new(3).layer(Probe {
+            now: Arc::new(AtomicUsize::new(0)),
+            max: max.clone(),
+        });
+        let calls: Vec<_> = (0..12).map(|_| svc.call(())).collect();
+        let results = futures::future::join_all(calls).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(
+            max.load(Ordering::SeqCst),
+            3,
+            "never more than 3 at once, and 3 were used"
+        );
+    }
 
     #[test]
     fn durations() {

@@ -10,16 +10,17 @@
 //! at once: the provider group-commits their writes, so concurrency costs no extra ARM writes.
 
 use crate::controllers::is_ready;
+use crate::informer::NodeInformer;
 use azure_cloud::loadbalancer::backends::EXCLUDE_LABEL;
 use azure_cloud::loadbalancer::service::EventSink;
 use azure_cloud::provider::LoadBalancer;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, Service};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -169,15 +170,40 @@ fn fingerprint(s: &Service) -> String {
     json!([s.metadata.uid, s.spec, s.metadata.annotations]).to_string()
 }
 
-/// The nodes a load balancer should send traffic to: Ready, not marked for exclusion.
+/// The nodes a load balancer should send traffic to: Ready, not marked for exclusion; each reduced to what
+/// the provider reads (name, uid, labels, deletion, provider ID, addresses), so the shared list costs about
+/// 1 KiB per node instead of a full Node's images, conditions and capacity.
 pub fn backend_nodes(nodes: &[Arc<Node>]) -> Vec<Node> {
     let mut out: Vec<Node> = nodes
         .iter()
         .filter(|n| is_ready(n) && !n.labels().contains_key(EXCLUDE_LABEL))
-        .map(|n| (**n).clone())
+        .map(|n| slim(n))
         .collect();
     out.sort_by_key(|n| n.name_any());
     out
+}
+
+/// The parts of `node` a load balancer provider reads.
+fn slim(node: &Node) -> Node {
+    use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    Node {
+        metadata: ObjectMeta {
+            name: node.metadata.name.clone(),
+            uid: node.metadata.uid.clone(),
+            labels: node.metadata.labels.clone(),
+            deletion_timestamp: node.metadata.deletion_timestamp.clone(),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            provider_id: node.spec.as_ref().and_then(|s| s.provider_id.clone()),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            addresses: node.status.as_ref().and_then(|s| s.addresses.clone()),
+            ..Default::default()
+        }),
+    }
 }
 
 /// A comparable view of the backend set (names, exclusion, and addresses).
@@ -201,22 +227,7 @@ pub struct RecorderSink(pub Recorder);
 
 impl EventSink for RecorderSink {
     fn warning(&self, service: &Service, reason: &str, message: &str) {
-        let (recorder, reference, reason, note) = (
-            self.0.clone(),
-            service.object_ref(&()),
-            reason.to_string(),
-            message.to_string(),
-        );
-        tokio::spawn(async move {
-            let e = Event {
-                type_: EventType::Warning,
-                reason: reason.clone(),
-                note: Some(note),
-                action: reason,
-                secondary: None,
-            };
-            let _ = recorder.publish(&e, &reference).await;
-        });
+        crate::controllers::publish(&self.0, service, EventType::Warning, reason, message.to_string());
     }
 }
 
@@ -226,7 +237,7 @@ struct Controller {
     settings: ServiceSettings,
     recorder: Recorder,
     services: Store<Service>,
-    nodes: Store<Node>,
+    nodes: NodeInformer,
     queue: Arc<Queue>,
     failures: Mutex<HashMap<String, u32>>,
     synced: Mutex<HashMap<String, String>>,
@@ -236,8 +247,8 @@ struct Controller {
 }
 
 impl Controller {
-    async fn event(&self, svc: &Service, type_: EventType, reason: &str, note: String) {
-        crate::controllers::publish(&self.recorder, svc, type_, reason, note).await;
+    fn event(&self, svc: &Service, type_: EventType, reason: &str, note: String) {
+        crate::controllers::publish(&self.recorder, svc, type_, reason, note);
     }
 
     /// The backend nodes, computed once per node-store change and shared by every worker (200 workers each
@@ -250,7 +261,13 @@ impl Controller {
                 return v.clone();
             }
         }
-        let v = Arc::new(backend_nodes(&self.nodes.state()));
+        let fresh = backend_nodes(&self.nodes.nodes());
+        // Most node events (status heartbeats) leave the backend view as it was: keep sharing the old list so
+        // workers still holding it and new ones hold one copy between them.
+        let v = match cached.take() {
+            Some((_, old)) if *old == fresh => old,
+            _ => Arc::new(fresh),
+        };
         *cached = Some((generation, v.clone()));
         v
     }
@@ -321,16 +338,14 @@ impl Controller {
                 EventType::Normal,
                 "DeletingLoadBalancer",
                 "Deleting load balancer".into(),
-            )
-            .await;
+            );
             if let Err(e) = self.lb.ensure_load_balancer_deleted(cluster, &svc).await {
                 self.event(
                     &svc,
                     EventType::Warning,
                     "DeleteLoadBalancerFailed",
                     format!("Error deleting load balancer: {e}"),
-                )
-                .await;
+                );
                 return Err(e.to_string());
             }
             if !current_ingress(&svc).is_empty() && svc.metadata.deletion_timestamp.is_none() {
@@ -344,8 +359,7 @@ impl Controller {
                 EventType::Normal,
                 "DeletedLoadBalancer",
                 "Deleted load balancer".into(),
-            )
-            .await;
+            );
             tracing::info!(service = %key, "load balancer deleted");
             return Ok(());
         }
@@ -363,8 +377,7 @@ impl Controller {
             EventType::Normal,
             "EnsuringLoadBalancer",
             "Ensuring load balancer".into(),
-        )
-        .await;
+        );
         let nodes = self.backends();
         match self.lb.ensure_load_balancer(cluster, &svc, &nodes).await {
             Ok(status) => {
@@ -380,8 +393,7 @@ impl Controller {
                     EventType::Normal,
                     "EnsuredLoadBalancer",
                     "Ensured load balancer".into(),
-                )
-                .await;
+                );
                 tracing::info!(service = %key, ingress = ?ingress_ips(Some(&status)), "load balancer ensured");
                 Ok(())
             }
@@ -391,8 +403,7 @@ impl Controller {
                     EventType::Warning,
                     "SyncLoadBalancerFailed",
                     format!("Error syncing load balancer: {e}"),
-                )
-                .await;
+                );
                 Err(e.to_string())
             }
         }
@@ -445,8 +456,7 @@ impl Controller {
                         EventType::Normal,
                         "UpdatedLoadBalancer",
                         "Updated load balancer with new hosts".into(),
-                    )
-                    .await;
+                    );
                     true
                 }
                 Err(e) => {
@@ -455,8 +465,7 @@ impl Controller {
                         EventType::Warning,
                         "UpdateLoadBalancerFailed",
                         format!("Error updating load balancer with new hosts: {e}"),
-                    )
-                    .await;
+                    );
                     false
                 }
             }
@@ -513,9 +522,14 @@ impl Controller {
 }
 
 /// Runs the service controller until aborted.
-pub async fn run(client: Client, lb: Arc<dyn LoadBalancer>, settings: ServiceSettings, recorder: Recorder) {
+pub async fn run(
+    client: Client,
+    lb: Arc<dyn LoadBalancer>,
+    settings: ServiceSettings,
+    recorder: Recorder,
+    nodes: NodeInformer,
+) {
     let (services, svc_writer) = reflector::store::<Service>();
-    let (nodes, node_writer) = reflector::store::<Node>();
     let ctl = Arc::new(Controller {
         client: client.clone(),
         lb,
@@ -534,10 +548,7 @@ pub async fn run(client: Client, lb: Arc<dyn LoadBalancer>, settings: ServiceSet
         .default_backoff()
         .reflect(svc_writer)
         .touched_objects();
-    let node_stream = watcher(Api::<Node>::all(client), watcher::Config::default())
-        .default_backoff()
-        .reflect(node_writer)
-        .touched_objects();
+    let mut node_changes = nodes.subscribe();
     // Workers start once both caches are filled, so the first ensures see every node.
     let feed_services = {
         let ctl = ctl.clone();
@@ -555,15 +566,10 @@ pub async fn run(client: Client, lb: Arc<dyn LoadBalancer>, settings: ServiceSet
         let changed = node_changed.clone();
         let ctl = ctl.clone();
         async move {
-            let mut s = node_stream.boxed();
-            while let Some(ev) = s.next().await {
-                match ev {
-                    Ok(_) => {
-                        ctl.node_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                        changed.notify_one()
-                    }
-                    Err(e) => tracing::warn!(error = %e, "node watch failed; retrying"),
-                }
+            // Any change (or a lag, which may hide several) bumps the generation the backend list is keyed by.
+            while node_changes.next().await.is_some() {
+                ctl.node_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                changed.notify_one()
             }
         }
     };
@@ -571,7 +577,7 @@ pub async fn run(client: Client, lb: Arc<dyn LoadBalancer>, settings: ServiceSet
         let ctl = ctl.clone();
         async move {
             let _ = services.wait_until_ready().await;
-            let _ = nodes.wait_until_ready().await;
+            ctl.nodes.ready().await;
             let workers: Vec<_> = (0..ctl.settings.workers.max(1))
                 .map(|_| tokio::spawn(ctl.clone().worker()))
                 .collect();
@@ -614,8 +620,11 @@ mod tests {
     fn backends_are_ready_and_not_excluded() {
         let node = |name: &str, ready: &str, excluded: bool| {
             let mut n: Node = serde_json::from_value(json!({
-                "metadata": {"name": name},
-                "status": {"conditions": [{"type": "Ready", "status": ready}]},
+                "metadata": {"name": name, "annotations": {"big": "x".repeat(100)}},
+                "spec": {"providerID": format!("azure:///{name}"), "podCIDR": "10.0.0.0/24"},
+                "status": {"conditions": [{"type": "Ready", "status": ready}],
+                           "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
+                           "images": [{"names": ["a"], "sizeBytes": 1}]},
             }))
             .unwrap();
             if excluded {
@@ -631,5 +640,16 @@ mod tests {
         ]);
         let names: Vec<String> = got.iter().map(|n| n.name_any()).collect();
         assert_eq!(names, ["a", "b"]);
+        // Only what the provider reads is kept.
+        let a = &got[0];
+        assert_eq!(
+            a.spec.as_ref().and_then(|s| s.provider_id.as_deref()),
+            Some("azure:///a")
+        );
+        assert!(a.spec.as_ref().is_some_and(|s| s.pod_cidr.is_none()));
+        let status = a.status.as_ref().unwrap();
+        assert_eq!(status.addresses.as_ref().map(Vec::len), Some(1));
+        assert!(status.conditions.is_none() && status.images.is_none());
+        assert!(a.metadata.annotations.is_none());
     }
 }

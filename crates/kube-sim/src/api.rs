@@ -298,20 +298,29 @@ fn watch(store: &Shared, t: &Target, q: &HashMap<String, String>) -> Response {
         status: false,
     };
     let kind = t.kind;
+    // The newest resourceVersion this stream has passed on (or filtered out): a BOOKMARK may promise no more
+    // than that, or a client resuming from it would skip events still queued for it — and one carrying an old
+    // version would make it resume from there and replay stale objects over newer ones.
+    let seen = Arc::new(std::sync::atomic::AtomicU64::new(current));
+    let seen_live = seen.clone();
     let live = tokio_stream::wrappers::BroadcastStream::new(rx)
         .take_while(|r| futures::future::ready(r.is_ok())) // a lagging watcher ends; the client re-lists
         .filter_map(move |r| {
             let out = match r {
-                Ok(e) if matches(&target, &e, labels.as_deref(), fields.as_deref()) => Some(line(e.kind, &e.object)),
-                _ => None,
+                Ok(e) => {
+                    seen_live.fetch_max(e.rv, std::sync::atomic::Ordering::AcqRel);
+                    matches(&target, &e, labels.as_deref(), fields.as_deref()).then(|| line(e.kind, &e.object))
+                }
+                Err(_) => None,
             };
             futures::future::ready(out)
         });
-    let ticks = futures::stream::unfold(current, move |rv| async move {
+    let ticks = futures::stream::unfold((), |()| async {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        Some((rv, rv))
+        Some(((), ()))
     })
-    .filter_map(move |rv| {
+    .filter_map(move |()| {
+        let rv = seen.load(std::sync::atomic::Ordering::Acquire);
         let b = bookmarks.then(|| {
             let obj = json!({"kind": kind.kind, "apiVersion": kind.api_version(), "metadata": {"resourceVersion": rv.to_string()}});
             line("BOOKMARK", &obj)

@@ -224,3 +224,42 @@ async fn kube_sim_events_v1(sim: &KubeSim) -> Vec<serde_json::Value> {
     let v: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
     v["items"].as_array().cloned().unwrap_or_default()
 }
+
+/// A BOOKMARK carries the newest resourceVersion the stream has passed on, never the one it started from:
+/// a client resuming from an old bookmark would replay stale objects over newer ones.
+#[tokio::test]
+async fn bookmarks_advance_with_the_stream() {
+    use kube::api::{WatchEvent, WatchParams};
+    let (_sim, client) = client().await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let start = svcs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = svcs
+        .watch(&WatchParams::default().timeout(30), &start)
+        .await
+        .unwrap()
+        .boxed();
+    let svc: Service =
+        serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}})).unwrap();
+    let created = svcs.create(&PostParams::default(), &svc).await.unwrap();
+    let created_rv: u64 = created.metadata.resource_version.unwrap().parse().unwrap();
+    let bookmark = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(ev) = stream.try_next().await.unwrap() {
+            if let WatchEvent::Bookmark(b) = ev {
+                return b.metadata.resource_version.parse::<u64>().unwrap();
+            }
+        }
+        panic!("the watch ended without a bookmark");
+    })
+    .await
+    .unwrap();
+    assert!(
+        bookmark >= created_rv,
+        "bookmark {bookmark} is older than the event already sent ({created_rv})"
+    );
+}

@@ -277,33 +277,15 @@ pub fn set_pool_addresses(lb: &mut Value, pool: &str, addresses: &[(String, Stri
             })
         })
         .collect();
+    let current = pool_addresses(lb, pool);
     let pools = children(lb, "backendAddressPools");
     let Some(p) = pools.iter_mut().find(|p| name_of(p).eq_ignore_ascii_case(pool)) else {
         pools.push(json!({ "name": pool, "properties": { "loadBalancerBackendAddresses": want } }));
         return true;
     };
-    let key = |list: &[Value]| -> Vec<(String, String)> {
-        let mut k: Vec<(String, String)> = list
-            .iter()
-            .map(|a| {
-                (
-                    lower(name_of(a)),
-                    a.pointer("/properties/ipAddress")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                )
-            })
-            .collect();
-        k.sort();
-        k
-    };
-    let current = p
-        .pointer("/properties/loadBalancerBackendAddresses")
-        .and_then(Value::as_array)
-        .map(|a| key(a))
-        .unwrap_or_default();
-    if current == key(&want) {
+    let mut wanted: Vec<(String, String)> = addresses.iter().map(|(n, ip)| (lower(n), ip.clone())).collect();
+    wanted.sort();
+    if current == wanted {
         return false;
     }
     if !p.get("properties").is_some_and(Value::is_object) {
@@ -311,6 +293,31 @@ pub fn set_pool_addresses(lb: &mut Value, pool: &str, addresses: &[(String, Stri
     }
     p["properties"]["loadBalancerBackendAddresses"] = Value::Array(want);
     true
+}
+
+/// The `(lower-case name, IP)` entries of a `nodeIP` pool, sorted; empty when the pool is absent.
+pub fn pool_addresses(lb: &Value, pool: &str) -> Vec<(String, String)> {
+    let mut k: Vec<(String, String)> = children_ref(lb, "backendAddressPools")
+        .iter()
+        .find(|p| name_of(p).eq_ignore_ascii_case(pool))
+        .and_then(|p| p.pointer("/properties/loadBalancerBackendAddresses"))
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|a| {
+                    (
+                        lower(name_of(a)),
+                        a.pointer("/properties/ipAddress")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    k.sort();
+    k
 }
 
 /// Applies a service's wish: its frontends, probes and rules become exactly the wished ones; nothing it

@@ -650,9 +650,11 @@ impl LoadBalancerApplier {
                     for (family, _) in &pools {
                         let addrs = self.node_ip_addresses(nodes, *family);
                         let pool = backend_pool_name(cluster, *family);
+                        let before = plan::pool_addresses(&lb, &pool);
                         if plan::set_pool_addresses(&mut lb, &pool, &addrs, &self.vnet_id()) {
                             changed = true;
-                            tracing::info!(load_balancer = lb_name, pool = %pool, nodes = nodes.len(), addresses = addrs.len(), "backend pool addresses changed");
+                            let (added, removed) = pool_changes(&before, &addrs);
+                            tracing::info!(load_balancer = lb_name, pool = %pool, nodes = nodes.len(), addresses = addrs.len(), added = ?added, removed = ?removed, "backend pool addresses changed");
                         }
                     }
                 }
@@ -1294,4 +1296,17 @@ impl LoadBalancerApplier {
             internal,
         )
     }
+}
+
+/// The first few pool entries added and removed (`node=ip`), for the log line of a pool write.
+fn pool_changes(before: &[(String, String)], after: &[(String, String)]) -> (Vec<String>, Vec<String>) {
+    let after: BTreeSet<(String, String)> = after
+        .iter()
+        .map(|(n, ip)| (n.to_ascii_lowercase(), ip.clone()))
+        .collect();
+    let before: BTreeSet<(String, String)> = before.iter().cloned().collect();
+    let show = |d: std::collections::btree_set::Difference<'_, (String, String)>| {
+        d.take(5).map(|(n, ip)| format!("{n}={ip}")).collect::<Vec<_>>()
+    };
+    (show(after.difference(&before)), show(before.difference(&after)))
 }
