@@ -144,7 +144,10 @@ pub struct RouteTableWriter {
     tags: BTreeMap<String, String>,
     queue: GroupCommit<RouteOp, Result<(), CloudError>>,
     /// The table as our last write returned it (ETag included): saves the GET of the next batch.
-    last: Mutex<Option<network::RouteTable>>,
+    /// The table as last read or written, and when.
+    last: Mutex<Option<(network::RouteTable, std::time::Instant)>>,
+    /// How long `list` may answer from `last` (`routeTableCacheTTLInSeconds`).
+    ttl: std::time::Duration,
     unmanaged_nodes: Mutex<std::collections::HashSet<String>>,
     unmanaged_routes: Mutex<HashMap<String, Route>>,
 }
@@ -166,6 +169,7 @@ impl RouteTableWriter {
             tags,
             queue: GroupCommit::new(),
             last: Mutex::new(None),
+            ttl: std::time::Duration::from_secs(cfg.route_table_cache_ttl_in_seconds.max(0) as u64),
             unmanaged_nodes: Mutex::new(Default::default()),
             unmanaged_routes: Mutex::new(HashMap::new()),
         }
@@ -197,14 +201,21 @@ impl RouteTableWriter {
             .unwrap_or_else(|| Err(CloudError::Azure("route update was abandoned".into())))
     }
 
-    async fn read(&self, fresh: bool) -> Result<Option<network::RouteTable>, ArmError> {
-        if !fresh {
-            if let Some(t) = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-                return Ok(Some(t));
+    /// The table: our last copy when it is younger than `max_age` (writes carry its ETag, so a stale copy
+    /// costs a 412 and a re-read, never a lost update), else a GET.
+    async fn read(&self, max_age: Option<std::time::Duration>) -> Result<Option<network::RouteTable>, ArmError> {
+        if let Some(max_age) = max_age {
+            if let Some((t, at)) = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                if at.elapsed() <= max_age {
+                    return Ok(Some(t));
+                }
             }
         }
         match self.client.get(&self.resource_group, &self.table).await {
-            Ok(t) => Ok(Some(t)),
+            Ok(t) => {
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((t.clone(), std::time::Instant::now()));
+                Ok(Some(t))
+            }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -223,7 +234,7 @@ impl RouteTableWriter {
     async fn apply_ops(&self, ops: &[RouteOp]) -> Result<Vec<Result<(), String>>, ArmError> {
         let mut fresh = false;
         for attempt in 0..3 {
-            let current = self.read(fresh).await?;
+            let current = self.read((!fresh).then_some(std::time::Duration::MAX)).await?;
             let set = current.as_ref().map(to_set).unwrap_or_default();
             let (next, results, changed) = plan(&set, ops, &self.table);
             if !changed && current.is_some() {
@@ -247,7 +258,7 @@ impl RouteTableWriter {
             {
                 Ok(written) => {
                     tracing::info!(route_table = %self.table, routes = next.len(), changes = ops.len(), "route table updated");
-                    *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(written);
+                    *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((written, std::time::Instant::now()));
                     return Ok(results);
                 }
                 Err(e) if e.is_conflict() && attempt < 2 => {
@@ -285,12 +296,13 @@ impl RouteTableWriter {
         })
     }
 
-    /// Routes in the table (a missing table has none) plus the in-memory routes of unmanaged nodes.
+    /// Routes in the table (a missing table has none; read at most once per `routeTableCacheTTLInSeconds`,
+    /// our own writes refresh the copy) plus the in-memory routes of unmanaged nodes.
     pub async fn list(&self) -> Result<Vec<Route>, CloudError> {
-        let table = self.read(true).await.map_err(|e| CloudError::Azure(e.to_string()))?;
-        if let Some(t) = &table {
-            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
-        }
+        let table = self
+            .read(Some(self.ttl))
+            .await
+            .map_err(|e| CloudError::Azure(e.to_string()))?;
         let mut out: Vec<Route> = table
             .as_ref()
             .map(to_set)

@@ -36,8 +36,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/state", get(admin::state))
         .route("/_sim/instances", post(admin::change_instances))
         .fallback(handle)
+        // axum's default (2 MiB) refused a 5,000-address nodeIP pool with 500 frontends (≈ 2.3 MB). ARM's own
+        // request limit is not in our references; 4 MiB is the common Azure front-end limit (an assumption).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(shared)
 }
+
+/// The largest request body azure-sim accepts (413 beyond).
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// An ARM error answer.
 pub(crate) fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {

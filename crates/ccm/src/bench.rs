@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// Simulated seconds per real second.
     #[arg(long, default_value_t = 60.0)]
     pub time_scale: f64,
+    /// Also run the route controller (always in quick mode): nodes get pod CIDRs, start-up then includes S7
+    /// (a route for every new node). Azure allows 400 routes per table, so at most 400 nodes.
+    #[arg(long)]
+    pub routes: bool,
     /// Also write the results as JSON to this file (for plots).
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -77,6 +81,9 @@ pub struct Phase {
     pub checks: Vec<(String, bool)>,
 }
 
+/// Services per load balancer before the bench puts every second one on the internal load balancer.
+const SERVICES_PER_LB: u32 = 500;
+
 struct Ctx {
     args: BenchArgs,
     sim: AzureSim,
@@ -99,6 +106,11 @@ fn ttl(secs: f64, scale: f64) -> u64 {
 }
 
 impl Ctx {
+    /// The route controller runs with `--routes` and in quick mode (so CI covers S7 through the CCM).
+    fn with_routes(&self) -> bool {
+        self.args.routes || self.args.quick
+    }
+
     fn wants(&self, scenario: &str) -> bool {
         self.args.scenarios.is_empty() || self.args.scenarios.iter().any(|s| s.eq_ignore_ascii_case(scenario))
     }
@@ -122,14 +134,20 @@ impl Ctx {
             }
             None => Command::new(&exe),
         };
+        if self.with_routes() {
+            cmd.args([
+                "--configure-cloud-routes=true",
+                "--allocate-node-cidrs=true",
+                "--cluster-cidr=10.240.0.0/12",
+            ])
+            .arg(format!("--route-reconciliation-period={}", scaled(10.0, s)));
+        } else {
+            cmd.arg("--configure-cloud-routes=false");
+        }
         let child = cmd
             .args(["--cloud-config", &self.config.display().to_string()])
             .args(["--kubeconfig", &self.kubeconfig.display().to_string()])
-            .args([
-                "--leader-elect=false",
-                "--secure-port=0",
-                "--configure-cloud-routes=false",
-            ])
+            .args(["--leader-elect=false", "--secure-port=0"])
             .arg(format!("--node-monitor-period={}", scaled(5.0, s)))
             .arg(format!("--node-status-update-frequency={}", scaled(300.0, s)))
             .arg(format!("--node-sync-period={}", scaled(100.0, s)))
@@ -214,8 +232,13 @@ impl Ctx {
     }
 
     fn register_node(&self, name: &str) -> Result<(), String> {
-        let node = json!({"metadata": {"name": name},
+        let mut node = json!({"metadata": {"name": name},
             "spec": {"taints": [{"key": crate::controllers::UNINITIALIZED_TAINT, "value": "true", "effect": "NoSchedule"}]}});
+        if self.with_routes() {
+            // A /24 per node inside --cluster-cidr 10.240.0.0/12, as the node IPAM would hand out.
+            let i = self.kube.list("nodes").len();
+            node["spec"]["podCIDR"] = json!(format!("10.{}.{}.0/24", 240 + i / 256, i % 256));
+        }
         self.kube.create("nodes", "", node).map_err(|e| e.message)?;
         self.set_ready(name, true)
     }
@@ -242,9 +265,25 @@ impl Ctx {
             .count()
     }
 
+    /// More Services than one load balancer's frontends (600 in Azure) go half on the internal one.
+    fn internal(&self, i: u32) -> bool {
+        self.services > SERVICES_PER_LB && i % 2 == 1
+    }
+
+    /// The fewest ARM writes that create (or delete) Services `range`: a public IP per external one, one
+    /// write per load balancer used and one for the security group.
+    fn minimum_writes(&self, range: std::ops::Range<u32>) -> usize {
+        let internal = range.clone().filter(|i| self.internal(*i)).count();
+        let external = range.len() - internal;
+        external + usize::from(external > 0) + usize::from(internal > 0) + 1
+    }
+
     fn create_service(&self, i: u32) -> Result<(), String> {
-        let svc = json!({"metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
+        let mut svc = json!({"metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
             "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}]}});
+        if self.internal(i) {
+            svc["metadata"]["annotations"] = json!({"service.beta.kubernetes.io/azure-load-balancer-internal": "true"});
+        }
         self.kube
             .create("services", "bench", svc)
             .map(|_| ())
@@ -280,6 +319,18 @@ impl Ctx {
                     .map(Vec::len)
             })
             .unwrap_or(0)
+    }
+
+    fn routes(&self) -> usize {
+        self.sim.with_store(|s, c| {
+            let rt = format!(
+                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/routeTables/{}",
+                c.subscription, c.resource_group, c.route_table
+            );
+            s.get(&rt)
+                .and_then(|r| r.body["properties"]["routes"].as_array().map(Vec::len))
+                .unwrap_or(0)
+        })
     }
 
     fn leftovers(&self) -> usize {
@@ -322,12 +373,28 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
     ctx.spawn_ccm()?;
     ctx.wait("all nodes initialised", 600.0, |c| c.initialised() == n)
         .await?;
+    if ctx.with_routes() {
+        ctx.wait("a route per node", 600.0, |c| c.routes() == n).await?;
+    }
     let mut p = ctx.measure("start-up: initialise all nodes", t);
-    p.checks.push((format!("writes = 0 (got {})", p.writes), p.writes == 0));
+    let (rt_reads, rt_writes) = (
+        p.by_op.get("GET Microsoft.Network/routeTables").copied().unwrap_or(0),
+        p.by_op.get("PUT Microsoft.Network/routeTables").copied().unwrap_or(0),
+    );
+    let writes = p.writes - rt_writes;
+    p.checks.push((format!("writes = 0 (got {writes})"), writes == 0));
+    let reads = p.reads - rt_reads;
     p.checks.push((
-        format!("reads ≤ 1 + 2 per scale set + 2 (got {})", p.reads),
-        p.reads <= 1 + 2 * sets + 2,
+        format!("reads ≤ 1 + 2 per scale set + 2 (got {reads})"),
+        reads <= 1 + 2 * sets + 2,
     ));
+    if ctx.with_routes() {
+        // S7: every node is new; the minimum is one read and one write of the route table.
+        p.checks.push((
+            format!("S7: {n} routes with ≤ 2 route-table reads and ≤ 2 writes (got {rt_reads} and {rt_writes})"),
+            rt_reads <= 2 && rt_writes <= 2,
+        ));
+    }
     ctx.finish(&mut phases, p);
 
     // S2: all Services at once.
@@ -364,7 +431,7 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         format!("every IP within 60 s simulated (last {last:.1} s)"),
         last <= 60.0,
     ));
-    let min = svcs as usize + 3;
+    let min = ctx.minimum_writes(0..svcs);
     p.checks.push((
         format!("writes ≤ {} (minimum {min}; got {})", min + 7, p.writes),
         p.writes <= min + 7,
@@ -467,7 +534,13 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         // Steady: no ARM call for 2 simulated minutes (after at least one).
         let mut last = (0usize, Instant::now());
         loop {
-            let now = ctx.sim.calls().iter().filter(|c| c.is_arm()).count();
+            // The route controller reads its table once per cache TTL (120 s) for ever: not a sign of work.
+            let now = ctx
+                .sim
+                .calls()
+                .iter()
+                .filter(|c| c.is_arm() && c.resource_type != "Microsoft.Network/routeTables")
+                .count();
             if now != last.0 {
                 last = (now, Instant::now());
             } else if now > 0 && last.1.elapsed() > ctx.real(120.0) {
@@ -480,7 +553,8 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         }
         let mut p = ctx.measure(&format!("S1: cold start with {total} nodes and {svcs} Services"), t);
         p.checks.push((format!("writes = 0 (got {})", p.writes), p.writes == 0));
-        let min = 1 + 2 * sets + 3;
+        // 1 scale-set list, an instance and a NIC list per scale set, LB, NSG, PIP list (+ the route table).
+        let min = 1 + 2 * sets + 3 + usize::from(ctx.with_routes());
         p.checks.push((
             format!("reads ≤ 2 × minimum {min} (got {})", p.reads),
             p.reads <= 2 * min,
@@ -588,9 +662,10 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
             .await?;
         ctx.wait("no Azure leftovers", 600.0, |c| c.leftovers() == 0).await?;
         let mut p = ctx.measure(&format!("S8: {want} Services deleted at once"), t);
+        let min = ctx.minimum_writes(0..want as u32);
         p.checks.push((
-            format!("writes ≤ {} (minimum {}; got {})", want + 6, want + 2, p.writes),
-            p.writes <= want + 6,
+            format!("writes ≤ {} (minimum {min}; got {})", min + 4, p.writes),
+            p.writes <= min + 4,
         ));
         p.checks
             .push(("no leftover PIP, LB or security rule".into(), ctx.leftovers() == 0));
@@ -608,6 +683,11 @@ pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<bool, String> 
     let sets = args.scale_sets.unwrap_or(if quick { 2 } else { 5 }).max(1);
     let services = args.services.unwrap_or(if quick { 10 } else { 200 });
     let s = args.time_scale.max(1.0);
+    if args.routes && nodes + nodes / 10 > 400 {
+        return Err(format!(
+            "--routes with {nodes} nodes: Azure allows 400 routes per table and S4 adds 10% more nodes; use at most 363"
+        ));
+    }
     let per = nodes / sets;
     let scenario = Scenario::scale_sets(sets, per);
     let opts = SimOptions {

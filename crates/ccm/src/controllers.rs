@@ -109,6 +109,9 @@ pub async fn run(client: Client, cloud: Arc<dyn InstancesV2>, timing: Timing, no
     );
 }
 
+/// Events published in the background and not yet taken by the API server, at most.
+static PENDING_EVENTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
+
 /// Publishes an event (reason doubles as action) on an object in the background, as client-go's broadcaster
 /// does: a reconcile never waits for the API server to take its events. A failure is logged, never returned.
 pub(crate) fn publish<K: Resource<DynamicType = ()>>(
@@ -125,8 +128,17 @@ pub(crate) fn publish<K: Resource<DynamicType = ()>>(
         action: reason.into(),
         secondary: None,
     };
-    let (recorder, reference) = (recorder.clone(), obj.object_ref(&()));
+    let reference = obj.object_ref(&());
+    // At most PENDING_EVENTS wait for the API server at once; beyond that an event is dropped, as client-go's
+    // broadcaster drops events when its queue is full (5,000 nodes initialised at start-up would otherwise
+    // park 5,000 publishing tasks — hundreds of MiB — behind the API-request limit).
+    let Ok(permit) = PENDING_EVENTS.try_acquire() else {
+        tracing::debug!(object = %reference.name.as_deref().unwrap_or_default(), reason = %e.reason, "event queue full; event dropped");
+        return;
+    };
+    let recorder = recorder.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         if let Err(err) = recorder.publish(&e, &reference).await {
             tracing::debug!(object = %reference.name.as_deref().unwrap_or_default(), reason = %e.reason, error = %err, "cannot publish event");
         }
@@ -190,7 +202,7 @@ async fn node_controller(
             None => tokio::select! {
                 change = changes.next() => match change {
                     Some(NodeChange::Touched(n)) => Some(n),
-                    Some(NodeChange::Lagged) => {
+                    Some(NodeChange::Resynced) => {
                         todo.extend(tainted(&nodes));
                         None
                     }

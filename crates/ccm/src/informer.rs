@@ -8,7 +8,7 @@
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use std::future::Future;
@@ -23,15 +23,16 @@ const CHANGES: usize = 4096;
 pub enum NodeChange {
     /// A Node was added or changed (the new object) or deleted (the last one seen).
     Touched(Arc<Node>),
-    /// The receiver fell behind and missed changes: treat every Node as changed.
-    Lagged,
+    /// The cache was refilled from a (re)list, or the receiver fell behind and missed changes: treat every
+    /// Node as changed.
+    Resynced,
 }
 
 /// The shared Node cache. Cheap to clone.
 #[derive(Clone)]
 pub struct NodeInformer {
     store: Store<Node>,
-    changes: broadcast::Sender<Arc<Node>>,
+    changes: broadcast::Sender<NodeChange>,
     ready: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -52,16 +53,24 @@ impl NodeInformer {
                 }
             }
         };
+        let cache = store.clone();
         let watch = async move {
             let mut stream = watcher(Api::<Node>::all(client), watcher::Config::default())
                 .default_backoff()
                 .reflect(writer)
-                .touched_objects()
                 .boxed();
             while let Some(ev) = stream.next().await {
+                // No receiver yet is fine: receivers start from the cache.
                 match ev {
-                    // No receiver yet is fine: receivers start from the cache.
-                    Ok(node) => drop(sender.send(Arc::new(node))),
+                    // Share the cache's copy: a notification costs a pointer, not a Node.
+                    Ok(watcher::Event::Apply(node)) => {
+                        let shared = cache.get(&ObjectRef::from_obj(&node)).unwrap_or_else(|| Arc::new(node));
+                        drop(sender.send(NodeChange::Touched(shared)));
+                    }
+                    Ok(watcher::Event::Delete(node)) => drop(sender.send(NodeChange::Touched(Arc::new(node)))),
+                    // A (re)list replaced the whole cache: one notification instead of one per Node.
+                    Ok(watcher::Event::InitDone) => drop(sender.send(NodeChange::Resynced)),
+                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                     Err(e) => tracing::warn!(error = %e, "node watch failed; retrying"),
                 }
             }
@@ -90,16 +99,16 @@ impl NodeInformer {
 }
 
 /// A receiver of Node changes.
-pub struct NodeChanges(broadcast::Receiver<Arc<Node>>);
+pub struct NodeChanges(broadcast::Receiver<NodeChange>);
 
 impl NodeChanges {
     /// The next change; `None` when the informer stopped.
     pub async fn next(&mut self) -> Option<NodeChange> {
         match self.0.recv().await {
-            Ok(n) => Some(NodeChange::Touched(n)),
+            Ok(change) => Some(change),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::debug!(missed, "node change receiver lagged; rescanning the cache");
-                Some(NodeChange::Lagged)
+                Some(NodeChange::Resynced)
             }
             Err(broadcast::error::RecvError::Closed) => None,
         }

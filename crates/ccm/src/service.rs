@@ -240,7 +240,8 @@ struct Controller {
     nodes: NodeInformer,
     queue: Arc<Queue>,
     failures: Mutex<HashMap<String, u32>>,
-    synced: Mutex<HashMap<String, String>>,
+    /// Per Service: the fingerprint last ensured and the ingress IPs we wrote for it.
+    synced: Mutex<HashMap<String, (String, Vec<String>)>>,
     /// Bumped on every node event; the backend list is recomputed when it changes.
     node_generation: std::sync::atomic::AtomicU64,
     backends: Mutex<Option<(u64, Arc<Vec<Node>>)>>,
@@ -364,10 +365,13 @@ impl Controller {
             return Ok(());
         }
         let fp = fingerprint(&svc);
-        if self.synced.lock().unwrap_or_else(|p| p.into_inner()).get(key) == Some(&fp)
-            && !current_ingress(&svc).is_empty()
-        {
-            return Ok(());
+        // Unchanged since we ensured it: nothing to do. An empty ingress with our write on record is the cache
+        // not yet showing our own status update (the finalizer and status patches each come back as an event).
+        if let Some((done, ingress)) = self.synced.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+            let now = current_ingress(&svc);
+            if *done == fp && !ingress.is_empty() && (now.is_empty() || now == *ingress) {
+                return Ok(());
+            }
         }
         if !has_finalizer(&svc) {
             self.set_finalizer(&svc, true).await?;
@@ -387,7 +391,7 @@ impl Controller {
                 self.synced
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(key.to_string(), fp);
+                    .insert(key.to_string(), (fp, ingress_ips(Some(&status))));
                 self.event(
                     &svc,
                     EventType::Normal,

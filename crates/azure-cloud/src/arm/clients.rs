@@ -207,13 +207,15 @@ pub trait LoadBalancers: Send + Sync {
     async fn get(&self, rg: &str, name: &str) -> Result<network::LoadBalancer, ArmError>;
     /// LIST by resource group.
     async fn list(&self, rg: &str) -> Result<Vec<network::LoadBalancer>, ArmError>;
-    /// PUT (If-Match), followed to the end of its operation.
+    /// PUT (If-Match from the body's `etag`), followed to the end of its operation. JSON in and out: a
+    /// 5,000-address pool with 500 frontends is megabytes, and a round trip through the generated model
+    /// would hold two more copies of it.
     async fn create_or_update(
         &self,
         rg: &str,
         name: &str,
-        lb: &network::LoadBalancer,
-    ) -> Result<network::LoadBalancer, ArmError>;
+        lb: &serde_json::Value,
+    ) -> Result<serde_json::Value, ArmError>;
     /// DELETE (absent → Ok).
     async fn delete(&self, rg: &str, name: &str) -> Result<(), ArmError>;
     /// PUT of one backend pool (nodeIP mode: the pool carries the node IPs).
@@ -249,13 +251,13 @@ pub trait PublicIpAddresses: Send + Sync {
 pub trait SecurityGroups: Send + Sync {
     /// GET.
     async fn get(&self, rg: &str, name: &str) -> Result<network::NetworkSecurityGroup, ArmError>;
-    /// PUT (If-Match).
+    /// PUT (If-Match from the body's `etag`); JSON in and out, as for load balancers.
     async fn create_or_update(
         &self,
         rg: &str,
         name: &str,
-        nsg: &network::NetworkSecurityGroup,
-    ) -> Result<network::NetworkSecurityGroup, ArmError>;
+        nsg: &serde_json::Value,
+    ) -> Result<serde_json::Value, ArmError>;
 }
 
 /// Route tables.
@@ -792,8 +794,8 @@ impl LoadBalancers for AzureClients {
         &self,
         rg: &str,
         name: &str,
-        lb: &network::LoadBalancer,
-    ) -> Result<network::LoadBalancer, ArmError> {
+        lb: &serde_json::Value,
+    ) -> Result<serde_json::Value, ArmError> {
         let p = self.path(LB_PUT, rg, &[("loadBalancers", name)], None)?;
         self.put(LB_PUT, p, NETWORK_API_VERSION, lb).await
     }
@@ -885,8 +887,8 @@ impl SecurityGroups for AzureClients {
         &self,
         rg: &str,
         name: &str,
-        nsg: &network::NetworkSecurityGroup,
-    ) -> Result<network::NetworkSecurityGroup, ArmError> {
+        nsg: &serde_json::Value,
+    ) -> Result<serde_json::Value, ArmError> {
         let p = self.path(NSG_PUT, rg, &[("networkSecurityGroups", name)], None)?;
         self.put(NSG_PUT, p, NETWORK_API_VERSION, nsg).await
     }

@@ -662,16 +662,14 @@ impl LoadBalancerApplier {
             let mut written = current.clone();
             if changed || !existed {
                 plan::strip_read_only(&mut lb);
-                let model: azure_mgmt_network::models::LoadBalancer =
-                    from_value(lb, "load balancer").map_err(|e| (e, false))?;
                 match self
                     .clients
                     .load_balancers
-                    .create_or_update(self.lb_rg(), lb_name, &model)
+                    .create_or_update(self.lb_rg(), lb_name, &lb)
                     .await
                 {
                     Ok(w) => {
-                        let v = Arc::new(to_value(&w));
+                        let v = Arc::new(w);
                         tracing::info!(
                             load_balancer = lb_name,
                             services = ops.len(),
@@ -789,12 +787,11 @@ impl LoadBalancerApplier {
                     p.remove(k);
                 }
             }
-            let model = from_value(nsg, "security group")?;
-            match self.clients.security_groups.create_or_update(rg, name, &model).await {
+            match self.clients.security_groups.create_or_update(rg, name, &nsg).await {
                 Ok(w) => {
                     tracing::info!(security_group = %name, services = wishes.len(), "security group updated");
                     *self.nsg_last.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some((Some(Arc::new(to_value(&w))), Instant::now()));
+                        Some((Some(Arc::new(w)), Instant::now()));
                     return Ok(results);
                 }
                 Err(e) if e.is_conflict() && attempt < 2 => fresh = true,
