@@ -664,8 +664,9 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         let mut p = ctx.measure(&format!("S8: {want} Services deleted at once"), t);
         let min = ctx.minimum_writes(0..want as u32);
         p.checks.push((
-            format!("writes ≤ {} (minimum {min}; got {})", min + 4, p.writes),
-            p.writes <= min + 4,
+            // Deletions reach the workers as watch events over a second or so; the first of a burst go alone.
+            format!("writes ≤ {} (minimum {min}; got {})", min + min / 25 + 4, p.writes),
+            p.writes <= min + min / 25 + 4,
         ));
         p.checks
             .push(("no leftover PIP, LB or security rule".into(), ctx.leftovers() == 0));
