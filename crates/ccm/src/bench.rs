@@ -389,10 +389,12 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         reads <= 1 + 2 * sets + 2,
     ));
     if ctx.with_routes() {
-        // S7: every node is new; the minimum is one read and one write of the route table.
+        // S7: every node is new; the minimum is one read and one write of the route table. The route
+        // controller writes once per reconcile pass (10 s) that finds new nodes, and nodes whose VM is not
+        // known yet wait for the next pass, hence a little slack.
         p.checks.push((
-            format!("S7: {n} routes with ≤ 2 route-table reads and ≤ 2 writes (got {rt_reads} and {rt_writes})"),
-            rt_reads <= 2 && rt_writes <= 2,
+            format!("S7: {n} routes with ≤ 2 route-table reads and ≤ 3 writes (minimum 1 and 1; got {rt_reads} and {rt_writes})"),
+            rt_reads <= 2 && rt_writes <= 3,
         ));
     }
     ctx.finish(&mut phases, p);
@@ -485,7 +487,15 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         let lb_puts = p.by_op.get("PUT Microsoft.Network/loadBalancers").copied().unwrap_or(0);
         p.checks
             .push((format!("LB (pool) PUTs ≤ 2 (got {lb_puts})"), lb_puts <= 2));
-        p.checks.push((format!("writes ≤ 2 (got {})", p.writes), p.writes <= 2));
+        // New nodes' routes come on top, one route-table PUT per reconcile pass that found some.
+        let rt_writes = p.by_op.get("PUT Microsoft.Network/routeTables").copied().unwrap_or(0);
+        let writes = p.writes - rt_writes;
+        p.checks
+            .push((format!("writes other than routes ≤ 2 (got {writes})"), writes <= 2));
+        if ctx.with_routes() {
+            p.checks
+                .push((format!("route-table PUTs ≤ 3 (got {rt_writes})"), rt_writes <= 3));
+        }
         ctx.finish(&mut phases, p);
     }
 
