@@ -181,6 +181,16 @@ pub struct ClusterInfo {
     pub primary_vm_set: String,
 }
 
+impl ClusterInfo {
+    /// The id of a resource in the cluster's resource group, e.g. `id("Microsoft.Network", "loadBalancers/kubernetes")`.
+    pub fn id(&self, provider: &str, path: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/{provider}/{path}",
+            self.subscription, self.resource_group
+        )
+    }
+}
+
 /// State shared by the handlers.
 #[derive(Debug)]
 pub(crate) struct Shared {

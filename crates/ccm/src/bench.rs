@@ -304,11 +304,8 @@ impl Ctx {
     }
 
     fn lb(&self) -> Option<Value> {
-        let c = self.sim.cluster();
-        self.sim.resource(&format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/loadBalancers/kubernetes",
-            c.subscription, c.resource_group
-        ))
+        self.sim
+            .resource(&self.sim.cluster().id("Microsoft.Network", "loadBalancers/kubernetes"))
     }
 
     fn pool_size(&self) -> usize {
@@ -321,36 +318,30 @@ impl Ctx {
             .unwrap_or(0)
     }
 
-    fn routes(&self) -> usize {
+    /// How many entries the network resource `path` has under `properties.<list>` (0 when it is absent).
+    fn network_list_len(&self, path: impl Fn(&azure_sim::ClusterInfo) -> String, list: &str) -> usize {
         self.sim.with_store(|s, c| {
-            let rt = format!(
-                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/routeTables/{}",
-                c.subscription, c.resource_group, c.route_table
-            );
-            s.get(&rt)
-                .and_then(|r| r.body["properties"]["routes"].as_array().map(Vec::len))
+            s.get(&c.id("Microsoft.Network", &path(c)))
+                .and_then(|r| r.body["properties"][list].as_array().map(Vec::len))
                 .unwrap_or(0)
         })
     }
 
+    fn routes(&self) -> usize {
+        self.network_list_len(|c| format!("routeTables/{}", c.route_table), "routes")
+    }
+
     fn leftovers(&self) -> usize {
-        self.sim.with_store(|s, c| {
-            let nsg = format!(
-                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkSecurityGroups/{}",
-                c.subscription, c.resource_group, c.nsg
-            );
-            let rules = s
-                .get(&nsg)
-                .and_then(|r| r.body["properties"]["securityRules"].as_array().map(Vec::len))
-                .unwrap_or(0);
-            rules
-                + s.all()
+        let rules = self.network_list_len(|c| format!("networkSecurityGroups/{}", c.nsg), "securityRules");
+        rules
+            + self.sim.with_store(|s, _| {
+                s.all()
                     .filter(|r| {
                         let id = r.id.to_ascii_lowercase();
                         id.contains("/publicipaddresses/") || id.contains("/loadbalancers/")
                     })
                     .count()
-        })
+            })
     }
 }
 
@@ -462,11 +453,10 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         let per = add.div_ceil(sets);
         let mut added = Vec::new();
         for s in 0..sets {
-            let c = ctx.sim.cluster().clone();
-            let ss_id = format!(
-                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachineScaleSets/pool{s}",
-                c.subscription, c.resource_group
-            );
+            let ss_id = ctx
+                .sim
+                .cluster()
+                .id("Microsoft.Compute", &format!("virtualMachineScaleSets/pool{s}"));
             let ids = ctx
                 .sim
                 .with_store(|st, _| azure_sim::scenario::scale_out(st, &ss_id, per as u64))?;

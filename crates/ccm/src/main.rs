@@ -15,6 +15,14 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// The tokio runtime; exits with a message when it cannot start.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap_or_else(|e| {
+        eprintln!("cannot start the runtime: {e}");
+        std::process::exit(1)
+    })
+}
+
 fn main() {
     limit_malloc_arenas();
     // One TLS provider for the whole process, installed before any client is built.
@@ -22,13 +30,7 @@ fn main() {
     let opts = ccm::cli::Options::parse();
     ccm::cli::init_logging(&opts);
     if let Some(ccm::cli::Command::Demo(args)) = &opts.command {
-        let rt = match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("cannot start the runtime: {e}");
-                std::process::exit(1);
-            }
-        };
+        let rt = runtime();
         if let Err(e) = rt.block_on(ccm::demo::run(args, &mut std::io::stdout())) {
             eprintln!("demo failed: {e}");
             std::process::exit(1);
@@ -36,13 +38,7 @@ fn main() {
         return;
     }
     if let Some(ccm::cli::Command::Bench(args)) = &opts.command {
-        let rt = match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("cannot start the runtime: {e}");
-                std::process::exit(1);
-            }
-        };
+        let rt = runtime();
         match rt.block_on(ccm::bench::run(args, &mut std::io::stdout())) {
             Ok(true) => return,
             Ok(false) => {
@@ -66,13 +62,7 @@ fn main() {
         );
         std::process::exit(1);
     }
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = runtime();
     if let Err(e) = rt.block_on(ccm::manager::run(&opts)) {
         tracing::error!("{e}");
         eprintln!("azure-cloud-controller-manager: {e}");

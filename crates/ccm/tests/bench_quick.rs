@@ -2,20 +2,11 @@
 //! leak checks and the memory bound are asserted by the bench itself (exit 1 on a miss). Wall times are
 //! reported, never asserted.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn quick_bench_meets_its_call_count_targets() {
-    let out = Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
-        .args(["bench", "--quick"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::run_ok(&["bench", "--quick"]);
     for s in ["S1:", "S2:", "S4:", "S5:", "S6:", "S8:", "S9:"] {
         assert!(stdout.contains(s), "{s} missing:\n{stdout}");
     }

@@ -1,5 +1,7 @@
 //! The binary's `--check-config`, as an operator runs it.
 
+mod common;
+
 use std::process::Command;
 
 fn run(config: &str) -> (i32, String, String) {
@@ -46,16 +48,7 @@ fn the_shipped_example_is_valid() {
 
 #[test]
 fn demo_initialises_every_simulated_node() {
-    let out = Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
-        .args(["demo", "--exit"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::run_ok(&["demo", "--exit"]);
     for (node, zone) in [
         ("k8s-pool1-vmss000001", "eastus-2"),
         ("k8s-pool1-vmss000002", "eastus-3"),

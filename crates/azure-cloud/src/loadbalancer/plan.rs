@@ -266,8 +266,14 @@ pub fn ensure_pools(lb: &mut Value, names: &[String]) -> bool {
 }
 
 /// `loadBalancerBackendPoolConfigurationType: nodeIP`: sets a pool's addresses (name = node, sorted by the
-/// caller) in the given virtual network. Returns true when they changed.
-pub fn set_pool_addresses(lb: &mut Value, pool: &str, addresses: &[(String, String)], vnet_id: &str) -> bool {
+/// caller) in the given virtual network. Returns the entries it replaced (lower-case name, IP; sorted) when they
+/// changed, `None` when they were already so.
+pub fn set_pool_addresses(
+    lb: &mut Value,
+    pool: &str,
+    addresses: &[(String, String)],
+    vnet_id: &str,
+) -> Option<Vec<(String, String)>> {
     let want: Vec<Value> = addresses
         .iter()
         .map(|(node, ip)| {
@@ -281,22 +287,22 @@ pub fn set_pool_addresses(lb: &mut Value, pool: &str, addresses: &[(String, Stri
     let pools = children(lb, "backendAddressPools");
     let Some(p) = pools.iter_mut().find(|p| name_of(p).eq_ignore_ascii_case(pool)) else {
         pools.push(json!({ "name": pool, "properties": { "loadBalancerBackendAddresses": want } }));
-        return true;
+        return Some(current);
     };
     let mut wanted: Vec<(String, String)> = addresses.iter().map(|(n, ip)| (lower(n), ip.clone())).collect();
     wanted.sort();
     if current == wanted {
-        return false;
+        return None;
     }
     if !p.get("properties").is_some_and(Value::is_object) {
         p["properties"] = json!({});
     }
     p["properties"]["loadBalancerBackendAddresses"] = Value::Array(want);
-    true
+    Some(current)
 }
 
 /// The `(lower-case name, IP)` entries of a `nodeIP` pool, sorted; empty when the pool is absent.
-pub fn pool_addresses(lb: &Value, pool: &str) -> Vec<(String, String)> {
+fn pool_addresses(lb: &Value, pool: &str) -> Vec<(String, String)> {
     let mut k: Vec<(String, String)> = children_ref(lb, "backendAddressPools")
         .iter()
         .find(|p| name_of(p).eq_ignore_ascii_case(pool))
@@ -616,10 +622,10 @@ mod tests {
             ("n1".to_string(), "10.0.0.4".to_string()),
             ("n2".into(), "10.0.0.5".into()),
         ];
-        assert!(set_pool_addresses(&mut lb, "kubernetes", &a, "/vnet"));
-        assert!(!set_pool_addresses(&mut lb, "kubernetes", &a, "/vnet"));
+        assert_eq!(set_pool_addresses(&mut lb, "kubernetes", &a, "/vnet"), Some(vec![]));
+        assert!(set_pool_addresses(&mut lb, "kubernetes", &a, "/vnet").is_none());
         let b = vec![("n2".to_string(), "10.0.0.5".to_string())];
-        assert!(set_pool_addresses(&mut lb, "kubernetes", &b, "/vnet"));
+        assert_eq!(set_pool_addresses(&mut lb, "kubernetes", &b, "/vnet"), Some(a.clone()));
         assert_eq!(count(&lb, "backendAddressPools"), 1);
         assert!(!ensure_pools(&mut lb, &["kubernetes".into()]));
         assert!(ensure_pools(&mut lb, &["kubernetes-IPv6".into()]));

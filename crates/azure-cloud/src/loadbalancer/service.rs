@@ -650,8 +650,7 @@ impl LoadBalancerApplier {
                     for (family, _) in &pools {
                         let addrs = self.node_ip_addresses(nodes, *family);
                         let pool = backend_pool_name(cluster, *family);
-                        let before = plan::pool_addresses(&lb, &pool);
-                        if plan::set_pool_addresses(&mut lb, &pool, &addrs, &self.vnet_id()) {
+                        if let Some(before) = plan::set_pool_addresses(&mut lb, &pool, &addrs, &self.vnet_id()) {
                             changed = true;
                             let (added, removed) = pool_changes(&before, &addrs);
                             tracing::info!(load_balancer = lb_name, pool = %pool, nodes = nodes.len(), addresses = addrs.len(), added = ?added, removed = ?removed, "backend pool addresses changed");

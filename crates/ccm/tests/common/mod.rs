@@ -79,3 +79,18 @@ pub fn ccm(config: &std::path::Path, kubeconfig: &std::path::Path) -> std::proce
     .args(["--bind-address", "127.0.0.1"]);
     c
 }
+
+/// Runs the CCM binary with `args`, asserts it exits 0 (showing both outputs otherwise), returns stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
