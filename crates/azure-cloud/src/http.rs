@@ -1,6 +1,7 @@
 //! The one HTTP client of the provider: rustls (ring), keep-alive, connect and request timeouts, and the
 //! extra trusted CA certificates of `trustedCACertPath` and `SSL_CERT_FILE` (Azure Stack, azure-sim).
-//! TLS verification is never switched off.
+//! TLS verification is never switched off, redirects are never followed (a bearer token must not follow
+//! a `Location` to another scheme or host), and every answer is read through [`read_body`] with a cap.
 
 use std::path::Path;
 use std::time::Duration;
@@ -70,6 +71,8 @@ pub fn build_client(
         .pool_max_idle_per_host(settings.pool_max_idle_per_host)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_keepalive(Duration::from_secs(30))
+        // reqwest keeps `Authorization` across a redirect that changes only the scheme: never follow one.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(settings.user_agent.clone());
     for (path, origin) in bundles.iter().filter(|(p, _)| !p.is_empty()) {
         let certs = read_pem_bundle(Path::new(path)).map_err(|reason| HttpClientError::CaBundle {
@@ -103,6 +106,16 @@ pub fn client_for_config(
     )
 }
 
+/// True for `localhost` and loopback addresses.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// A reqwest error with its causes, for messages that help (reqwest's own Display hides the cause).
 pub fn describe_error(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
@@ -113,4 +126,51 @@ pub fn describe_error(e: &reqwest::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+/// Caps on what one answer may hold. Each is well above the largest legitimate answer: a load balancer
+/// with 5,000 backend addresses is about 2.5 MB, a page of an ARM list a few MB.
+pub mod limits {
+    /// One ARM answer (a resource or one page of a list).
+    pub const ARM_BODY: usize = 64 << 20;
+    /// A token answer (AAD, AD FS, IMDS identity endpoint).
+    pub const TOKEN_BODY: usize = 1 << 20;
+    /// `/metadata/endpoints` (cloud discovery) and other instance metadata answers.
+    pub const METADATA_BODY: usize = 4 << 20;
+}
+
+/// Why an answer's body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body is larger than the cap (by `Content-Length` or once that much was received).
+    #[error("the answer is larger than {limit} bytes (cap for {what}); refusing to read it")]
+    TooLarge {
+        /// What was being read, e.g. `an ARM answer`.
+        what: &'static str,
+        /// The cap.
+        limit: usize,
+    },
+    /// The connection failed while reading.
+    #[error("reading the answer: {0}")]
+    Read(String),
+}
+
+/// Reads a whole body, refusing (without buffering more) once it passes `limit` bytes. An endless or
+/// huge answer costs at most `limit` bytes of memory.
+pub async fn read_body(
+    mut resp: reqwest::Response,
+    limit: usize,
+    what: &'static str,
+) -> Result<bytes::Bytes, BodyError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge { what, limit });
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| BodyError::Read(describe_error(&e)))? {
+        if buf.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge { what, limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }

@@ -48,9 +48,10 @@ impl Imds {
                 if !status.is_success() {
                     return Err(format!("GET {url}: HTTP {status}"));
                 }
-                resp.json::<Value>()
+                let body = crate::http::read_body(resp, crate::http::limits::METADATA_BODY, "instance metadata")
                     .await
-                    .map_err(|e| format!("GET {url}: invalid JSON: {e}"))
+                    .map_err(|e| format!("GET {url}: {e}"))?;
+                serde_json::from_slice::<Value>(&body).map_err(|e| format!("GET {url}: invalid JSON: {e}"))
             })
             .await
             .map_err(CloudError::Imds)

@@ -93,6 +93,18 @@ pub enum ArmError {
         /// The serde error.
         reason: String,
     },
+    /// ARM answered with a redirect; redirects are never followed (a token must not follow them).
+    #[error("{operation} {resource}: HTTP {status} redirect to {location} refused (redirects are not followed; check the ARM endpoint in the configuration)")]
+    Redirected {
+        /// Operation.
+        operation: String,
+        /// Resource.
+        resource: String,
+        /// HTTP status.
+        status: u16,
+        /// The `Location` header.
+        location: String,
+    },
     /// A request could not be built (bad name or id).
     #[error("{operation}: invalid request: {reason}")]
     InvalidRequest {
@@ -133,7 +145,7 @@ impl ArmError {
             Self::NotFound { .. } => 404,
             Self::Conflict { .. } => 412,
             Self::Throttled { .. } => 429,
-            Self::Http { status, .. } => *status,
+            Self::Http { status, .. } | Self::Redirected { status, .. } => *status,
             _ => 0,
         }
     }

@@ -38,8 +38,8 @@ pub enum ConnectError {
     /// The credential could not be built.
     #[error(transparent)]
     Auth(#[from] AuthError),
-    /// The ARM endpoint is not a URL.
-    #[error("invalid ARM endpoint {0:?}")]
+    /// The ARM endpoint is not an https URL.
+    #[error("invalid ARM endpoint {0:?}: must be an absolute https URL (bearer tokens are never sent in clear)")]
     Endpoint(String),
 }
 
@@ -63,7 +63,9 @@ pub async fn connect(cfg: &CloudConfig, env: EnvLookup<'_>) -> Result<Connection
     let environment = CloudEnvironment::resolve(cfg, &http, env).await?;
     let credential = Credential::from_config(cfg, &environment, http.clone(), env)?;
     let endpoint = url::Url::parse(&environment.resource_manager_endpoint)
-        .map_err(|_| ConnectError::Endpoint(environment.resource_manager_endpoint.clone()))?;
+        .ok()
+        .filter(|u| u.scheme() == "https")
+        .ok_or_else(|| ConnectError::Endpoint(environment.resource_manager_endpoint.clone()))?;
     let mut settings = ArmSettings::new(endpoint, environment.arm_scope());
     settings.retry = RetryPolicy::from_config(cfg);
     let arm = Arc::new(ArmClient::new(

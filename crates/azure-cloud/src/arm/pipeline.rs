@@ -299,32 +299,42 @@ impl ArmClient {
             operation: format!("{}_{}", req.op.metric, req.op.name),
             reason,
         };
-        if req.target.starts_with("https://") || req.target.starts_with("http://") {
-            let u = Url::parse(&req.target).map_err(|e| invalid(e.to_string()))?;
-            // Bearer tokens only ever go to the ARM host.
-            if u.host_str() != self.settings.endpoint.host_str()
-                || u.port_or_known_default() != self.settings.endpoint.port_or_known_default()
+        let u = if req.target.contains("://") {
+            // `nextLink`, `Azure-AsyncOperation`, `Location`: absolute URLs from an answer.
+            Url::parse(&req.target).map_err(|e| invalid(e.to_string()))?
+        } else {
+            let mut u = self
+                .settings
+                .endpoint
+                .join(req.target.trim_start_matches('/'))
+                .map_err(|e| invalid(e.to_string()))?;
             {
-                return Err(invalid(format!(
-                    "refusing to send a token to {} (not the ARM endpoint)",
-                    u.origin().ascii_serialization()
-                )));
+                let mut q = u.query_pairs_mut();
+                q.append_pair("api-version", req.api_version);
+                for (k, v) in &req.query {
+                    q.append_pair(k, v);
+                }
             }
-            return Ok(u);
-        }
-        let mut u = self
-            .settings
-            .endpoint
-            .join(req.target.trim_start_matches('/'))
-            .map_err(|e| invalid(e.to_string()))?;
-        {
-            let mut q = u.query_pairs_mut();
-            q.append_pair("api-version", req.api_version);
-            for (k, v) in &req.query {
-                q.append_pair(k, v);
-            }
-        }
+            u
+        };
+        token_destination_allowed(&u, &self.settings.endpoint).map_err(invalid)?;
         Ok(u)
+    }
+
+    /// The one place a bearer token is attached to a request: only for the ARM endpoint's own scheme,
+    /// host and port, and only over https.
+    fn authorized(
+        &self,
+        method: Method,
+        url: &Url,
+        token: &Secret,
+        operation: &str,
+    ) -> Result<reqwest::RequestBuilder, ArmError> {
+        token_destination_allowed(url, &self.settings.endpoint).map_err(|reason| ArmError::InvalidRequest {
+            operation: operation.to_string(),
+            reason,
+        })?;
+        Ok(self.http.request(method, url.clone()).bearer_auth(token.expose()))
     }
 
     /// Sends a request through the whole pipeline. Writes answered with `Azure-AsyncOperation` or
@@ -441,11 +451,10 @@ impl ArmClient {
                 }))
             }
         };
-        let mut rb = self
-            .http
-            .request(req.method.clone(), url.clone())
-            .bearer_auth(token.expose())
-            .header("x-ms-client-request-id", uuid_v4());
+        let mut rb = match self.authorized(req.method.clone(), url, &token, &operation) {
+            Ok(rb) => rb.header("x-ms-client-request-id", uuid_v4()),
+            Err(e) => return Attempt::Done(Err(e)),
+        };
         if let Some(body) = &req.body {
             rb = rb.header("content-type", "application/json").body(body.clone());
         }
@@ -480,15 +489,36 @@ impl ArmClient {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         self.gates.observe(req.op.provider, access, status, &headers);
-        let body = match resp.bytes().await {
+        if (300..400).contains(&status) {
+            // Redirects are never followed: a token must not follow a `Location` elsewhere.
+            let location = headers
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("(none)")
+                .to_string();
+            return Attempt::Done(Err(ArmError::Redirected {
+                operation,
+                resource,
+                status,
+                location,
+            }));
+        }
+        let body = match crate::http::read_body(resp, crate::http::limits::ARM_BODY, "an ARM answer").await {
             Ok(b) => b,
+            Err(e @ crate::http::BodyError::TooLarge { .. }) => {
+                return Attempt::Done(Err(ArmError::Transport {
+                    operation,
+                    resource,
+                    reason: e.to_string(),
+                }))
+            }
             Err(e) => {
                 return Attempt::Transient {
                     after: Duration::ZERO,
                     error: ArmError::Transport {
                         operation,
                         resource,
-                        reason: format!("reading the response: {}", crate::http::describe_error(&e)),
+                        reason: e.to_string(),
                     },
                 }
             }
@@ -560,10 +590,10 @@ impl ArmClient {
             resource_type: "operations",
             ..req.op
         };
-        let deadline = Instant::now() + self.settings.lro_timeout;
+        let deadline = crate::clock::instant_after(Instant::now(), self.settings.lro_timeout);
         let mut wait = retry_after(&resp.headers).unwrap_or(self.settings.lro_poll_interval);
         loop {
-            if Instant::now() + wait > deadline {
+            if crate::clock::instant_after(Instant::now(), wait) > deadline {
                 return Err(ArmError::Transport {
                     operation,
                     resource,
@@ -601,6 +631,30 @@ impl ArmClient {
             }
         }
     }
+}
+
+/// Whether a bearer token may be sent to `url`: https only, and the ARM endpoint's own scheme, host and
+/// port (a `nextLink` or operation URL elsewhere is refused). Unit tests may use plain HTTP on loopback
+/// (mockito); the production build never does, whatever the configuration says.
+pub fn token_destination_allowed(url: &Url, endpoint: &Url) -> Result<(), String> {
+    let plain_test_server = cfg!(test) && url.scheme() == "http" && crate::http::is_loopback(url);
+    if url.scheme() != "https" && !plain_test_server {
+        return Err(format!(
+            "refusing to send a token to {} (ARM is only called over https)",
+            url.origin().ascii_serialization()
+        ));
+    }
+    if url.scheme() != endpoint.scheme()
+        || url.host_str() != endpoint.host_str()
+        || url.port_or_known_default() != endpoint.port_or_known_default()
+    {
+        return Err(format!(
+            "refusing to send a token to {} (not the ARM endpoint {})",
+            url.origin().ascii_serialization(),
+            endpoint.origin().ascii_serialization()
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes a JSON body; on failure logs the raw body (truncated) and names the resource.

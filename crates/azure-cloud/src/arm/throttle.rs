@@ -95,10 +95,10 @@ impl ThrottleGates {
     /// Waits while the gate is closed, at most `max_wait` in all. `Err(remaining)` when the gate stays
     /// closed beyond the bound: nothing may be sent, the caller gets `Throttled`.
     pub async fn pass(&self, provider: &str, access: Access) -> Result<(), Duration> {
-        let deadline = Instant::now() + self.settings.max_wait;
+        let deadline = crate::clock::instant_after(Instant::now(), self.settings.max_wait);
         while let Some(until) = self.closed_until(provider, access) {
             if until > deadline {
-                return Err(until - Instant::now());
+                return Err(until.saturating_duration_since(Instant::now()));
             }
             tokio::time::sleep_until(until).await;
         }
@@ -116,14 +116,19 @@ impl ThrottleGates {
                 .map(|_| self.settings.low_remaining_pause)
         };
         if let Some(p) = pause {
-            self.close(provider, access, Instant::now() + p);
+            self.close(provider, access, crate::clock::instant_after(Instant::now(), p));
         }
         pause
     }
 }
 
-/// Parses `Retry-After`: integer seconds or an HTTP date.
+/// Parses `Retry-After` (integer seconds or an HTTP date; `retry-after-ms` / `x-ms-retry-after-ms` first),
+/// clamped to [`crate::clock::MAX_REMOTE_WAIT`]: an absurd value is treated as one hour and logged.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    raw_retry_after(headers).map(|d| crate::clock::remote_wait(d, "Retry-After"))
+}
+
+fn raw_retry_after(headers: &HeaderMap) -> Option<Duration> {
     // Millisecond forms first, as Azure SDKs read them (`retry-after-ms`, `x-ms-retry-after-ms`).
     for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
         if let Some(ms) = headers
@@ -202,7 +207,8 @@ impl TokenBucket {
         if s.0 >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-s.0 / self.qps)
+            // Validation keeps qps ≥ 0.001; an embedder's value is clamped rather than trusted.
+            crate::clock::secs_f64(-s.0 / self.qps, crate::clock::MAX_REMOTE_WAIT)
         }
     }
 }
@@ -271,6 +277,41 @@ mod tests {
         assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
         assert_eq!(retry_after(&headers(&[])), None);
+        // Absurd values: clamped to one hour, never a panic.
+        for (k, v) in [
+            ("retry-after", "18446744073709551615"),
+            ("retry-after-ms", "18446744073709551615"),
+            ("x-ms-retry-after-ms", "99999999999999"),
+        ] {
+            assert_eq!(
+                retry_after(&headers(&[(k, v)])),
+                Some(crate::clock::MAX_REMOTE_WAIT),
+                "{k}"
+            );
+        }
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")])),
+            Some(crate::clock::MAX_REMOTE_WAIT)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn absurd_inputs_never_panic() {
+        let gates = ThrottleGates::new(GateSettings::default());
+        gates.observe(
+            "p",
+            Access::Write,
+            429,
+            &headers(&[("retry-after", "18446744073709551615")]),
+        );
+        let err = gates.pass("p", Access::Write).await.unwrap_err();
+        assert!(err <= crate::clock::MAX_REMOTE_WAIT);
+        let b = TokenBucket::new(1e-300, 1);
+        assert_eq!(b.reserve(), Duration::ZERO);
+        assert_eq!(b.reserve(), crate::clock::MAX_REMOTE_WAIT);
+        let b = TokenBucket::new(f64::NAN, 1);
+        b.reserve();
+        b.reserve();
     }
 
     #[test]

@@ -138,20 +138,13 @@ impl fmt::Debug for Credential {
     }
 }
 
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 /// The token endpoint for an authority and tenant.
 pub fn token_endpoint(authority: &str, tenant: &str, adfs: bool) -> Result<String, AuthError> {
     let base = authority.trim_end_matches('/');
     let u = url::Url::parse(base).map_err(|_| AuthError::InsecureAuthority(authority.to_string()))?;
-    if u.scheme() != "https" && !(u.scheme() == "http" && is_loopback(&u)) {
+    // Client secrets and assertions go only over https (unit tests may use a plain loopback server).
+    let plain_test_server = cfg!(test) && u.scheme() == "http" && crate::http::is_loopback(&u);
+    if u.scheme() != "https" && !plain_test_server {
         return Err(AuthError::InsecureAuthority(authority.to_string()));
     }
     Ok(if adfs {
@@ -317,11 +310,13 @@ impl Credential {
             reason: crate::http::describe_error(&e),
         })?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| AuthError::Transport {
-            credential: kind,
-            endpoint: endpoint.clone(),
-            reason: e.to_string(),
-        })?;
+        let body = crate::http::read_body(resp, crate::http::limits::TOKEN_BODY, "a token answer")
+            .await
+            .map_err(|e| AuthError::Transport {
+                credential: kind,
+                endpoint: endpoint.clone(),
+                reason: e.to_string(),
+            })?;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !status.is_success() {
             let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
@@ -360,13 +355,17 @@ pub fn parse_token_response(v: &Value) -> Result<AccessToken, String> {
         .filter(|t| !t.is_empty())
         .ok_or("no access_token")?;
     let now = SystemTime::now();
-    let expires_on = if let Some(on) = num(v.get("expires_on")) {
-        UNIX_EPOCH + Duration::from_secs(on)
+    // Whatever the answer claims, a token is reused for at most a day (Azure AD's longest lifetime);
+    // values that overflow the clock are treated the same way, never a panic.
+    let latest = crate::clock::system_after(now, crate::clock::MAX_TOKEN_LIFETIME).unwrap_or(now);
+    let claimed = if let Some(on) = num(v.get("expires_on")) {
+        crate::clock::system_after(UNIX_EPOCH, Duration::from_secs(on))
     } else if let Some(secs) = num(v.get("expires_in")) {
-        now + Duration::from_secs(secs)
+        crate::clock::system_after(now, Duration::from_secs(secs))
     } else {
         return Err("no expires_on or expires_in".into());
     };
+    let expires_on = claimed.map_or(latest, |t| t.min(latest));
     Ok(AccessToken {
         token: Secret::new(token),
         expires_on,

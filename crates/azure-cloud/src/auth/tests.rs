@@ -118,7 +118,11 @@ async fn managed_identity_system_user_and_resource_id() {
             Credential::from_config(&c, &cloud("https://login.invalid"), reqwest::Client::new(), &env_none).unwrap();
         let t = cred.get_token(SCOPE).await.unwrap();
         assert_eq!(t.token.expose(), "mi");
-        assert_eq!(t.expires_on, UNIX_EPOCH + Duration::from_secs(4102444800));
+        // expires_on in 2100: reused for at most a day, never trusted beyond that.
+        let day = crate::clock::MAX_TOKEN_LIFETIME;
+        assert!(
+            t.expires_on <= SystemTime::now() + day && t.expires_on > SystemTime::now() + day - Duration::from_secs(60)
+        );
         m.assert_async().await;
     }
 }
@@ -254,4 +258,25 @@ fn token_response_forms() {
     assert!(parse_token_response(&serde_json::json!({"access_token":"a","expires_in":"60"})).is_ok());
     assert!(parse_token_response(&serde_json::json!({"access_token":"a"})).is_err());
     assert!(parse_token_response(&serde_json::json!({"expires_in":60})).is_err());
+}
+
+#[test]
+fn absurd_expiries_are_clamped_never_panic() {
+    let now = SystemTime::now();
+    for body in [
+        r#"{"access_token":"t","expires_in":18446744073709551615}"#,
+        r#"{"access_token":"t","expires_on":"18446744073709551615"}"#,
+        r#"{"access_token":"t","expires_on":18446744073709551615}"#,
+    ] {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let t = parse_token_response(&v).unwrap();
+        assert!(
+            t.expires_on <= SystemTime::now() + crate::clock::MAX_TOKEN_LIFETIME,
+            "{body}"
+        );
+        assert!(t.expires_on >= now, "{body}");
+    }
+    let v: serde_json::Value = serde_json::from_str(r#"{"access_token":"t","expires_in":"3599"}"#).unwrap();
+    let t = parse_token_response(&v).unwrap();
+    assert!(t.expires_on <= SystemTime::now() + Duration::from_secs(3599));
 }

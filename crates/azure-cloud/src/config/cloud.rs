@@ -237,7 +237,12 @@ impl CloudEnvironment {
             .await
             .map_err(|e| fail(crate::http::describe_error(&e)))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
+        if status.is_redirection() {
+            return Err(fail(format!("HTTP {status}: redirects are not followed")));
+        }
+        let body = crate::http::read_body(resp, crate::http::limits::METADATA_BODY, "cloud discovery")
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         if !status.is_success() {
             return Err(fail(format!("HTTP {status}")));
         }
