@@ -220,7 +220,7 @@ impl Scenario {
         if text.trim_start().starts_with('{') {
             serde_json::from_str(text).map_err(|e| format!("invalid scenario JSON: {e}"))
         } else {
-            serde_yaml::from_str(text).map_err(|e| format!("invalid scenario YAML: {e}"))
+            serde_saphyr::from_str(text).map_err(|e| format!("invalid scenario YAML: {e}"))
         }
     }
 

@@ -223,10 +223,7 @@ mod tests {
         let (code, out, err) = run_with(&[&arg, "--check-config=true"]);
         assert_eq!(code, 1);
         assert!(out.is_empty());
-        assert!(
-            err.contains(r#"vmType "vmsss" is not one of: standard, vmss, vmssflex"#),
-            "{err}"
-        );
+        assert!(err.contains(r#"vmType "vmsss" is not one of: standard, vmss"#), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
 

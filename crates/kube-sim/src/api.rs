@@ -141,7 +141,7 @@ fn body_json(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let parsed = if ct.contains("yaml") {
-        serde_yaml::from_slice::<Value>(body).map_err(|e| e.to_string())
+        serde_saphyr::from_slice::<Value>(body).map_err(|e| e.to_string())
     } else {
         serde_json::from_slice::<Value>(body).map_err(|e| e.to_string())
     };

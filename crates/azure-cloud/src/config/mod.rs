@@ -41,6 +41,14 @@ pub enum ConfigError {
         /// What the parser said.
         message: String,
     },
+    /// The document is larger than a config can be.
+    #[error("cloud config is {bytes} bytes, more than the {limit} accepted")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The document is not a mapping of keys to values.
     #[error("cloud config must be a JSON object or YAML mapping of keys to values")]
     NotAnObject,
@@ -378,11 +386,91 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
 pub const SECRET_KEYS: &[&str] = &["aadClientSecret", "aadClientCertPassword"];
 
 /// Supported `vmType` values.
-pub const VM_TYPES: &[&str] = &["standard", "vmss", "vmssflex"];
+pub const VM_TYPES: &[&str] = &["standard", "vmss"];
 /// Supported `loadBalancerSku` values.
-pub const LB_SKUS: &[&str] = &["basic", "standard", "service"];
+pub const LB_SKUS: &[&str] = &["basic", "standard"];
 /// Supported `loadBalancerBackendPoolConfigurationType` values.
-pub const BACKEND_POOL_TYPES: &[&str] = &["nodeIPConfiguration", "nodeIP", "podIP"];
+pub const BACKEND_POOL_TYPES: &[&str] = &["nodeIPConfiguration", "nodeIP"];
+
+/// Values upstream accepts that this provider does not implement yet: refused by validation (never run as
+/// something else). (key, value, what to do).
+pub const NOT_IMPLEMENTED_VALUES: &[(&str, &str, &str)] = &[
+    (
+        "vmType",
+        "vmssflex",
+        "flexible scale sets are not supported yet; use vmType standard or vmss",
+    ),
+    (
+        "loadBalancerSku",
+        "service",
+        "per-service load balancer selection is not supported yet; use basic or standard",
+    ),
+    (
+        "loadBalancerBackendPoolConfigurationType",
+        "podIP",
+        "pod-IP backend pools are not supported yet; use nodeIPConfiguration or nodeIP",
+    ),
+];
+
+/// The smallest accepted `cloudProviderRateLimitQPS*` (one request per 1,000 s): smaller values cannot be
+/// honoured by a token bucket in any useful way.
+pub const MIN_RATE_LIMIT_QPS: f64 = 0.001;
+
+/// Keys that are parsed (upstream accepts them) but have no effect in this provider yet, with why: each
+/// present in a config is reported as a warning by name (never silently ignored). Listed in
+/// docs/configuration.md under "Accepted without effect".
+pub const NO_EFFECT_KEYS: &[(&str, &str)] = &[
+    (
+        "enableVmssFlexNodes",
+        "flexible scale sets are not supported yet; flex VMs are not handled",
+    ),
+    ("vmssFlexCacheTTLInSeconds", "flexible scale sets are not supported yet"),
+    (
+        "vmssFlexVMCacheTTLInSeconds",
+        "flexible scale sets are not supported yet",
+    ),
+    (
+        "availabilitySetsCacheTTLInSeconds",
+        "availability sets are read from the VM list (nonVmssUniformNodesCacheTTLInSeconds)",
+    ),
+    (
+        "availabilitySetNodesCacheTTLInSeconds",
+        "legacy name; nonVmssUniformNodesCacheTTLInSeconds applies",
+    ),
+    (
+        "nsgCacheTTLInSeconds",
+        "the security group copy follows loadBalancerCacheTTLInSeconds",
+    ),
+    ("disableAPICallCache", "ARM answers are always cached with their TTLs"),
+    ("enableMigrateToIPBasedBackendPoolAPI", "backend pools are not migrated"),
+    (
+        "routeUpdateIntervalInSeconds",
+        "route changes are group-committed as they arrive",
+    ),
+    (
+        "routeUpdateWaitingInSeconds",
+        "route changes are group-committed as they arrive",
+    ),
+    (
+        "loadBalancerBackendPoolUpdateIntervalInSeconds",
+        "multiple standard load balancers are not supported yet",
+    ),
+    (
+        "enableMultipleStandardLoadBalancers",
+        "one standard load balancer per VM set is not supported",
+    ),
+    (
+        "privateLinkServiceResourceGroup",
+        "Private Link Service is not supported yet",
+    ),
+    ("plsCacheTTLInSeconds", "Private Link Service is not supported yet"),
+    (
+        "systemTags",
+        "tags are set at creation and never removed, so there is nothing to protect",
+    ),
+    ("disableAzureStackCloud", "accepted for compatibility"),
+    ("enableMinimumRetryAfter", "Retry-After is always honoured"),
+];
 /// Supported `preConfiguredBackendPoolLoadBalancerTypes` values.
 pub const PRECONFIGURED_POOL_TYPES: &[&str] = &["", "internal", "external", "all"];
 /// Supported `clusterServiceLoadBalancerHealthProbeMode` values.
@@ -445,6 +533,16 @@ impl CloudConfig {
     pub fn from_document(doc: Value, env: EnvLookup<'_>) -> Result<(Self, ParseReport), ConfigError> {
         let mut report = ParseReport::default();
         let normalised = normalise_keys(doc, &mut report)?;
+        if let Value::Object(m) = &normalised {
+            for (key, why) in NO_EFFECT_KEYS {
+                if m.contains_key(*key) {
+                    report
+                        .warnings
+                        .push(format!("{key} is accepted but has no effect: {why}"));
+                }
+            }
+            check_rate_limit_types(m)?;
+        }
         let mut cfg: CloudConfig = deserialize_named(normalised)?;
         cfg.apply_env(env);
         cfg.apply_defaults(&mut report);
@@ -622,11 +720,50 @@ impl CloudConfig {
                     .join(", ")
             )
         };
-        if !VM_TYPES.contains(&self.vm_type.as_str()) {
-            err("vmType", &self.vm_type, one_of(VM_TYPES));
+        let not_implemented = |key: &str, value: &str| {
+            NOT_IMPLEMENTED_VALUES
+                .iter()
+                .find(|(k, v, _)| *k == key && v.eq_ignore_ascii_case(value))
+                .map(|(_, _, why)| format!("is not implemented: {why}"))
+        };
+        for (key, value, list) in [
+            ("vmType", &self.vm_type, VM_TYPES),
+            ("loadBalancerSku", &self.load_balancer_sku, LB_SKUS),
+            (
+                "loadBalancerBackendPoolConfigurationType",
+                &self.load_balancer_backend_pool_configuration_type,
+                BACKEND_POOL_TYPES,
+            ),
+        ] {
+            if !list.contains(&value.as_str()) {
+                err(key, value, not_implemented(key, value).unwrap_or_else(|| one_of(list)));
+            }
         }
-        if !LB_SKUS.contains(&self.load_balancer_sku.as_str()) {
-            err("loadBalancerSku", &self.load_balancer_sku, one_of(LB_SKUS));
+        // Features that change where resources go: refusing is safer than creating them elsewhere.
+        if !self.extended_location_name.is_empty() {
+            err(
+                "extendedLocationName",
+                &self.extended_location_name,
+                "is not implemented: edge zones are not supported yet (resources would be created in the region)"
+                    .into(),
+            );
+        }
+        if !self.multiple_standard_load_balancer_configurations.is_empty() {
+            err(
+                "multipleStandardLoadBalancerConfigurations",
+                "",
+                "is not implemented: multiple standard load balancers are not supported yet (services would move to one load balancer)".into(),
+            );
+        }
+        if !self.network_resource_tenant_id.is_empty()
+            && !self.network_resource_tenant_id.eq_ignore_ascii_case(&self.tenant_id)
+        {
+            err(
+                "networkResourceTenantID",
+                &self.network_resource_tenant_id,
+                "is not implemented: network resources in another tenant (auxiliary tokens) are not supported yet"
+                    .into(),
+            );
         }
         if self.disable_outbound_snat == Some(true) && !self.is_standard_sku() {
             err(
@@ -643,13 +780,6 @@ impl CloudConfig {
                 "disableAvailabilitySetNodes",
                 "true",
                 format!("is only supported with vmType vmss (vmType is {:?})", self.vm_type),
-            );
-        }
-        if !BACKEND_POOL_TYPES.contains(&self.load_balancer_backend_pool_configuration_type.as_str()) {
-            err(
-                "loadBalancerBackendPoolConfigurationType",
-                &self.load_balancer_backend_pool_configuration_type,
-                one_of(BACKEND_POOL_TYPES),
             );
         }
         if !PRECONFIGURED_POOL_TYPES.contains(&self.pre_configured_backend_pool_load_balancer_types.as_str()) {
@@ -819,8 +949,12 @@ impl CloudConfig {
                 (rl.qps_write, "cloudProviderRateLimitQPSWrite"),
             ] {
                 if let Some(q) = v {
-                    if !(q.is_finite() && q > 0.0) {
-                        err(prefix, &q.to_string(), format!("{name} must be a positive number"));
+                    if !(q.is_finite() && q >= MIN_RATE_LIMIT_QPS) {
+                        err(
+                            prefix,
+                            &q.to_string(),
+                            format!("{name} must be a number of at least {MIN_RATE_LIMIT_QPS} (requests per second)"),
+                        );
                     }
                 }
             }
@@ -894,12 +1028,25 @@ impl CloudConfig {
     }
 }
 
-/// Parses JSON (text starting with `{`) or YAML into a document.
+/// The largest config accepted (a Kubernetes Secret holds at most 1 MiB; real azure.json files are a few KiB).
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+/// The deepest nesting accepted in a config document (azure.json nests at most three levels).
+pub const MAX_CONFIG_DEPTH: usize = 32;
+
+/// Parses JSON (text starting with `{`) or YAML into a document. Size and depth are bounded before and
+/// while parsing, so a hostile document (from a file or a Secret) is refused quickly.
 fn parse_document(text: &str) -> Result<Value, ConfigError> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            bytes: text.len(),
+            limit: MAX_CONFIG_BYTES,
+        });
+    }
     if text.trim().is_empty() {
         return Ok(Value::Object(Map::new()));
     }
     if text.trim_start().starts_with('{') {
+        // serde_json refuses nesting beyond 128 levels itself, in linear time.
         serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
             format: "JSON",
             line: e.line(),
@@ -907,16 +1054,38 @@ fn parse_document(text: &str) -> Result<Value, ConfigError> {
             message: e.to_string(),
         })
     } else {
-        serde_yaml::from_str::<Value>(text).map_err(|e| {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        let mut budget = serde_saphyr::Budget::default();
+        budget.max_depth = MAX_CONFIG_DEPTH;
+        budget.flow_nesting_limit = MAX_CONFIG_DEPTH;
+        budget.max_nodes = 100_000;
+        budget.max_aliases = 1_000;
+        budget.max_anchors = 1_000;
+        budget.max_documents = 1;
+        let mut options = serde_saphyr::Options::default();
+        options.budget = Some(budget);
+        serde_saphyr::from_str_with_options::<Value>(text, options).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| {
+                    (
+                        usize::try_from(l.line()).unwrap_or(0),
+                        usize::try_from(l.column()).unwrap_or(0),
+                    )
+                })
+                .unwrap_or((0, 0));
             ConfigError::Syntax {
                 format: "YAML",
                 line,
                 column,
-                message: e.to_string(),
+                message: first_line(&e.to_string()),
             }
         })
     }
+}
+
+/// The first line of a (possibly multi-line, snippet-decorated) parser message.
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().trim().to_string()
 }
 
 /// Renames keys to their canonical spelling (case-insensitive), trims string values, drops and
@@ -971,11 +1140,80 @@ fn deserialize_named<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Conf
     })
 }
 
+/// The kind of a JSON value, for type errors that never echo the value.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// The rate-limit keys are flattened into the config (and nested per client), where serde loses the key
+/// name: check their types first so an error names the key (and never echoes the value).
+fn check_rate_limit_types(doc: &Map<String, Value>) -> Result<(), ConfigError> {
+    let check = |prefix: Option<&str>, m: &Map<String, Value>| -> Result<(), ConfigError> {
+        for (key, v) in m {
+            let expected = match key.as_str() {
+                "cloudProviderRateLimit" => v.is_boolean().then_some(()).ok_or("a boolean"),
+                "cloudProviderRateLimitQPS" | "cloudProviderRateLimitQPSWrite" => {
+                    v.is_number().then_some(()).ok_or("a number")
+                }
+                "cloudProviderRateLimitBucket" | "cloudProviderRateLimitBucketWrite" => {
+                    (v.is_i64() || v.is_u64()).then_some(()).ok_or("an integer")
+                }
+                _ => continue,
+            };
+            if let Err(want) = expected {
+                if v.is_null() {
+                    continue;
+                }
+                return Err(ConfigError::Type {
+                    key: prefix.map_or_else(|| key.clone(), |p| format!("{p}.{key}")),
+                    message: format!("expected {want}, found {}", kind_of(v)),
+                });
+            }
+        }
+        Ok(())
+    };
+    check(None, doc)?;
+    for client in ClientRateLimits::KEYS {
+        match doc.get(*client) {
+            Some(Value::Object(inner)) => check(Some(client), inner)?,
+            Some(Value::Null) | None => {}
+            Some(other) => {
+                return Err(ConfigError::Type {
+                    key: client.to_string(),
+                    message: format!(
+                        "expected a mapping of cloudProviderRateLimit* keys, found {}",
+                        kind_of(other)
+                    ),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// serde's messages quote the offending value (`invalid type: string "abc", expected i64`): keep the kind,
+/// drop the value, so a misplaced secret is never printed.
 fn redact_value_in_message(key: &str, msg: String) -> String {
     if SECRET_KEYS.iter().any(|s| key.starts_with(s)) {
-        "has a value of the wrong type (expected a string)".into()
-    } else {
-        msg
+        return "has a value of the wrong type (expected a string)".into();
+    }
+    static QUOTED: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let re = QUOTED.get_or_init(|| {
+        regex::Regex::new(
+            r#"(string|integer|floating point|boolean|character|unit variant|variant) ("(?:[^"\\]|\\.)*"|`[^`]*`)"#,
+        )
+        .ok()
+    });
+    match re {
+        Some(re) => re.replace_all(&msg, "$1").into_owned(),
+        None => msg,
     }
 }
 

@@ -94,6 +94,43 @@ fn yaml_accepted() {
 }
 
 #[test]
+fn hostile_documents_are_refused_quickly() {
+    let started = std::time::Instant::now();
+    // 40,000 levels of nesting, block and flow; a 200 KB document of nested sequences; an oversized file.
+    let block: String = (0..40_000).map(|i| format!("{}a:\n", " ".repeat(i % 200))).collect();
+    let flow = format!("a: {}{}", "[".repeat(40_000), "]".repeat(40_000));
+    let seqs = "- ".repeat(100_000);
+    let json = format!("{{\"a\":{}{}}}", "[".repeat(40_000), "]".repeat(40_000));
+    let huge = format!("tags: \"{}\"", "x".repeat(MAX_CONFIG_BYTES));
+    for doc in [&block, &flow, &seqs, &json, &huge] {
+        assert!(parse(doc).is_err(), "accepted {} bytes", doc.len());
+    }
+    assert!(matches!(parse(&huge), Err(ConfigError::TooLarge { .. })));
+    // Wall time is not asserted (CI machines vary); the rejections above are what must hold. The
+    // property tests (tests/fuzz.rs) bound parse time per input.
+    eprintln!("rejected 5 hostile documents in {:?}", started.elapsed());
+    // Anchors and aliases stay bounded (a billion-laughs document).
+    let mut laughs = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    for i in 1..10 {
+        let prev = (b'a' + i - 1) as char;
+        let cur = (b'a' + i) as char;
+        laughs.push_str(&format!(
+            "{cur}: &{cur} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
+    }
+    assert!(parse(&laughs).is_err());
+}
+
+#[test]
+fn yaml_errors_never_echo_secrets() {
+    let err = parse("aadClientSecret: hunter2-secret\nvmType: [unclosed\n")
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains("YAML"), "{err}");
+}
+
+#[test]
 fn syntax_errors_report_line_and_column() {
     let err = parse("{\n  \"vmType\": \"vmss\",\n  oops\n}").unwrap_err();
     match err {
@@ -120,6 +157,82 @@ fn type_errors_name_the_key_and_never_the_secret() {
     assert!(err.contains("aadClientSecret") && !err.contains("12345678"), "{err}");
 }
 
+#[test]
+fn flattened_rate_limit_type_errors_name_the_key_not_the_value() {
+    for (doc, key, want) in [
+        (
+            r#"{"cloudProviderRateLimitQPS":"fast-value"}"#,
+            "cloudProviderRateLimitQPS",
+            "expected a number, found a string",
+        ),
+        (
+            r#"{"cloudProviderRateLimit":"yes-value"}"#,
+            "cloudProviderRateLimit",
+            "expected a boolean",
+        ),
+        (
+            r#"{"cloudProviderRateLimitBucketWrite":1.5}"#,
+            "cloudProviderRateLimitBucketWrite",
+            "expected an integer",
+        ),
+        (
+            r#"{"loadBalancerRateLimit":{"cloudProviderRateLimitQPS":"x-value"}}"#,
+            "loadBalancerRateLimit.cloudProviderRateLimitQPS",
+            "expected a number",
+        ),
+        (
+            r#"{"routeRateLimit":"some-value"}"#,
+            "routeRateLimit",
+            "expected a mapping",
+        ),
+        (
+            r#"{"vmCacheTTLInSeconds":"ten-value"}"#,
+            "vmCacheTTLInSeconds",
+            "invalid type: string, expected",
+        ),
+    ] {
+        let err = parse(doc).unwrap_err();
+        let ConfigError::Type { key: k, .. } = &err else {
+            panic!("{doc}: {err}")
+        };
+        assert_eq!(k, key, "{doc}");
+        let text = err.to_string();
+        assert!(text.contains(want) && !text.contains("-value"), "{doc}: {text}");
+    }
+}
+
+#[test]
+fn keys_without_effect_are_warned_by_name() {
+    let (_, report) = parse(&with(r#","nsgCacheTTLInSeconds":30,"enableVmssFlexNodes":true"#)).unwrap();
+    for key in ["nsgCacheTTLInSeconds", "enableVmssFlexNodes"] {
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.starts_with(key) && w.contains("no effect")),
+            "{key}: {:?}",
+            report.warnings
+        );
+    }
+    let (_, report) = parse(&with("")).unwrap();
+    assert!(
+        !report.warnings.iter().any(|w| w.contains("no effect")),
+        "{:?}",
+        report.warnings
+    );
+    // Every listed key is a real key, and documented as accepted without effect.
+    let keys = CloudConfig::keys();
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md")).unwrap();
+    let section = docs.split("## Accepted without effect").nth(1).expect("docs section");
+    for (key, _) in NO_EFFECT_KEYS {
+        assert!(keys.iter().any(|k| k == key), "{key} is not a config key");
+        assert!(
+            section.contains(&format!("`{key}`")),
+            "{key} missing from docs/configuration.md"
+        );
+    }
+}
+
 /// Every validation rule: (extra keys, key named, text expected in the message).
 #[test]
 fn validation_errors_table() {
@@ -127,12 +240,54 @@ fn validation_errors_table() {
         (
             r#","vmType":"vmsss""#,
             "vmType",
-            r#"vmType "vmsss" is not one of: standard, vmss, vmssflex"#,
+            r#"vmType "vmsss" is not one of: standard, vmss"#,
         ),
         (
             r#","loadBalancerSku":"premium""#,
             "loadBalancerSku",
-            "is not one of: basic, standard, service",
+            "is not one of: basic, standard",
+        ),
+        // Values upstream accepts that we do not implement: refused, never run as something else.
+        (
+            r#","vmType":"vmssflex""#,
+            "vmType",
+            "is not implemented: flexible scale sets",
+        ),
+        (r#","vmType":"VMSSFlex""#, "vmType", "is not implemented"),
+        (
+            r#","loadBalancerSku":"service""#,
+            "loadBalancerSku",
+            "is not implemented",
+        ),
+        (
+            r#","loadBalancerBackendPoolConfigurationType":"podIP""#,
+            "loadBalancerBackendPoolConfigurationType",
+            "is not implemented: pod-IP backend pools",
+        ),
+        (
+            r#","extendedLocationName":"losangeles""#,
+            "extendedLocationName",
+            "edge zones",
+        ),
+        (
+            r#","multipleStandardLoadBalancerConfigurations":[{"name":"lb2"}]"#,
+            "multipleStandardLoadBalancerConfigurations",
+            "is not implemented",
+        ),
+        (
+            r#","networkResourceTenantID":"other""#,
+            "networkResourceTenantID",
+            "another tenant",
+        ),
+        (
+            r#","cloudProviderRateLimit":true,"cloudProviderRateLimitQPS":1e-300"#,
+            "cloudProviderRateLimit",
+            "cloudProviderRateLimitQPS must be a number of at least 0.001",
+        ),
+        (
+            r#","loadBalancerRateLimit":{"cloudProviderRateLimitQPSWrite":0.0001}"#,
+            "loadBalancerRateLimit",
+            "cloudProviderRateLimitQPSWrite must be a number of at least 0.001",
         ),
         (
             r#","loadBalancerSku":"basic","disableOutboundSNAT":true"#,
@@ -214,7 +369,7 @@ fn validation_errors_table() {
         (
             r#","cloudProviderRateLimit":true,"cloudProviderRateLimitQPS":-1"#,
             "cloudProviderRateLimit",
-            "cloudProviderRateLimitQPS must be a positive number",
+            "cloudProviderRateLimitQPS must be a number of at least",
         ),
         (
             r#","routeRateLimit":{"cloudProviderRateLimitBucket":0}"#,
@@ -351,7 +506,9 @@ fn secret_merge_modes() {
 fn docs_and_example_match_the_type() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let doc = std::fs::read_to_string(format!("{root}/docs/configuration.md")).unwrap();
-    let mut documented: Vec<String> = doc
+    // The reference tables (the "Accepted without effect" section repeats keys on purpose).
+    let reference = doc.split("## Accepted without effect").next().unwrap_or_default();
+    let mut documented: Vec<String> = reference
         .lines()
         .filter(|l| l.starts_with("| `"))
         .filter_map(|l| l.split('`').nth(1).map(str::to_string))
