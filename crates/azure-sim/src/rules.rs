@@ -37,7 +37,11 @@ fn lower(s: &str) -> String {
 
 /// Validates (and completes: addresses) a body about to be stored at `id` with ARM type `arm_type`.
 pub fn validate(store: &mut Store, arm_type: &str, id: &str, body: &mut Value) -> Result<(), RuleError> {
-    match lower(arm_type).as_str() {
+    let t = lower(arm_type);
+    if t.starts_with("microsoft.network/") {
+        resource_name(id.rsplit('/').next().unwrap_or_default())?;
+    }
+    match t.as_str() {
         "microsoft.network/loadbalancers" => load_balancer(store, id, body),
         "microsoft.network/publicipaddresses" => public_ip(store, body),
         "microsoft.network/networksecuritygroups" => security_group(body),
@@ -47,6 +51,77 @@ pub fn validate(store: &mut Store, arm_type: &str, id: &str, body: &mut Value) -
             data_disks(store, id, body)
         }
         _ => Ok(()),
+    }
+}
+
+/// ARM's rule for network resource names: 1–80 characters, word characters, `.`, `-`, `_`; starts with a
+/// word character and ends with a word character or `_`.
+fn resource_name(name: &str) -> Result<(), RuleError> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let ok = (1..=80).contains(&name.len())
+        && name.chars().all(|c| word(c) || c == '.' || c == '-')
+        && name.chars().next().is_some_and(word)
+        && name.chars().last().is_some_and(word);
+    if ok {
+        Ok(())
+    } else {
+        err(
+            "InvalidResourceName",
+            format!(
+                "Resource name {name} is invalid. The name can be up to 80 characters long. It must begin with a word \
+                 character, and it must end with a word character or with '_'. The name may contain word characters \
+                 or '.', '-', '_'."
+            ),
+        )
+    }
+}
+
+fn int_at(v: &Value, path: &[&str]) -> Option<i64> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(*p)?;
+    }
+    cur.as_i64()
+}
+
+/// ARM's parameter-range error.
+fn out_of_range(what: &str, value: i64, allowed: &str) -> Result<(), RuleError> {
+    err(
+        "InvalidParameter",
+        format!("Value '{value}' specified for parameter '{what}' is invalid. Allowed values are '{allowed}'."),
+    )
+}
+
+/// Ports of a load balancer's probes (1–65535) and rules (frontend 0–65534, backend 0–65535; 0 = all ports).
+fn lb_ports(body: &Value) -> Result<(), RuleError> {
+    for p in prop_array(body, "probes") {
+        let port = int_at(p, &["properties", "port"]).unwrap_or(0);
+        if !(1..=65535).contains(&port) {
+            return out_of_range("Probe.Port", port, "a number between 1 to 65535");
+        }
+    }
+    for r in prop_array(body, "loadBalancingRules") {
+        let fe = int_at(r, &["properties", "frontendPort"]).unwrap_or(0);
+        if !(0..=65534).contains(&fe) {
+            return out_of_range("LoadBalancingRule.FrontendPort", fe, "a number between 0 to 65534");
+        }
+        let be = int_at(r, &["properties", "backendPort"]).unwrap_or(0);
+        if !(0..=65535).contains(&be) {
+            return out_of_range("LoadBalancingRule.BackendPort", be, "a number between 0 to 65535");
+        }
+    }
+    Ok(())
+}
+
+/// A security rule's port or range: `*`, `N` or `N-M` with 0 ≤ N ≤ M ≤ 65535.
+fn valid_port_range(s: &str) -> bool {
+    let port = |p: &str| p.trim().parse::<u32>().ok().filter(|n| *n <= 65535);
+    match s.trim() {
+        "*" => true,
+        r => match r.split_once('-') {
+            Some((a, b)) => matches!((port(a), port(b)), (Some(a), Some(b)) if a <= b),
+            None => port(r).is_some(),
+        },
     }
 }
 
@@ -154,6 +229,7 @@ fn load_balancer(store: &mut Store, id: &str, body: &mut Value) -> Result<(), Ru
     let pools = names(body, "backendAddressPools");
     let probes = names(body, "probes");
     let rules = prop_array(body, "loadBalancingRules").to_vec();
+    lb_ports(body)?;
     if frontends.len() > MAX_LB_FRONTENDS {
         return err(
             "LoadBalancerFrontendIPConfigurationsLimitReached",
@@ -239,6 +315,24 @@ fn public_ip(store: &mut Store, body: &mut Value) -> Result<(), RuleError> {
             "Standard sku publicIp addresses must use the Static allocation method.".into(),
         );
     }
+    if let Some(label) = str_at(body, &["properties", "dnsSettings", "domainNameLabel"]).filter(|l| !l.is_empty()) {
+        let b = label.as_bytes();
+        let ok = (3..=63).contains(&b.len())
+            && b[0].is_ascii_lowercase()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[b.len() - 1] != b'-';
+        if !ok {
+            let shown: String = label.chars().take(80).collect();
+            return err(
+                "InvalidDomainNameLabel",
+                format!(
+                    "The domain name label {shown} is invalid. It must conform to the following regular expression: \
+                     ^[a-z][a-z0-9-]{{1,61}}[a-z0-9]$."
+                ),
+            );
+        }
+    }
     let has = str_at(body, &["properties", "ipAddress"]).is_some_and(|s| !s.is_empty());
     let ip = (!has).then(|| store.allocate_public_ip());
     if let Some(p) = props_mut(body) {
@@ -276,6 +370,28 @@ fn security_group(body: &mut Value) -> Result<(), RuleError> {
                 "SecurityRuleInvalidPriority",
                 format!("Security rule {name} has invalid priority {prio}: values must be in 100..4096."),
             );
+        }
+        let props = r.get("properties");
+        for key in [
+            "sourcePortRange",
+            "destinationPortRange",
+            "sourcePortRanges",
+            "destinationPortRanges",
+        ] {
+            let values: Vec<&str> = match props.and_then(|p| p.get(key)) {
+                Some(Value::String(v)) => vec![v.as_str()],
+                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            if let Some(bad) = values.into_iter().find(|v| !valid_port_range(v)) {
+                return err(
+                    "SecurityRuleInvalidPortRange",
+                    format!(
+                        "Security rule {name} has invalid Port range. Value provided: {bad}. Value should be an \
+                         integer OR integer range with '-' delimiter. Valid range 0-65535."
+                    ),
+                );
+            }
         }
         let dir = str_at(r, &["properties", "direction"]).map(lower).unwrap_or_default();
         if !seen.insert((dir.clone(), prio)) {

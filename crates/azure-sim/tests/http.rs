@@ -361,6 +361,86 @@ async fn long_running_operations_etags_and_busy_resources() {
 }
 
 #[tokio::test]
+async fn ranges_names_and_dns_labels_validated_as_arm_does() {
+    let t = start(SimOptions::default()).await;
+    let lb_path = t.net("loadBalancers/kubernetes");
+    // A probe on port 0 (a Service without node ports) and rule ports out of range.
+    for (ptr, value, want) in [
+        ("/properties/probes/0/properties/port", json!(0), "Probe.Port"),
+        ("/properties/probes/0/properties/port", json!(65536), "Probe.Port"),
+        (
+            "/properties/loadBalancingRules/0/properties/frontendPort",
+            json!(65535),
+            "FrontendPort",
+        ),
+        (
+            "/properties/loadBalancingRules/0/properties/backendPort",
+            json!(70000),
+            "BackendPort",
+        ),
+    ] {
+        let mut body = lb(&t, "Standard", None);
+        *body.pointer_mut(ptr).unwrap() = value;
+        let (s, _, v) = t.put(&lb_path, body).await;
+        assert_eq!((s.as_u16(), code(&v)), (400, "InvalidParameter"), "{ptr}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(want), "{v}");
+    }
+    // HA ports (0/0) are fine.
+    let mut body = lb(&t, "Standard", None);
+    body["properties"]["loadBalancingRules"][0]["properties"]["frontendPort"] = json!(0);
+    body["properties"]["loadBalancingRules"][0]["properties"]["backendPort"] = json!(0);
+    assert_eq!(t.put(&lb_path, body).await.0, 201);
+    // NSG rules: ports 0–65535, `*`, ranges; 70000 or a reversed range is refused.
+    let nsg = |ports: Value| {
+        json!({"location": "eastus", "properties": {"securityRules": [{"name": "r1", "properties": {
+            "protocol": "Tcp", "access": "Allow", "direction": "Inbound", "priority": 500,
+            "sourcePortRange": "*", "sourceAddressPrefix": "*", "destinationAddressPrefix": "*",
+            "destinationPortRanges": ports}}]}})
+    };
+    let nsg_path = t.net("networkSecurityGroups/test-nsg");
+    assert_eq!(t.put(&nsg_path, nsg(json!(["80", "1000-2000", "65535"]))).await.0, 201);
+    for bad in [json!(["70000"]), json!(["90-80"]), json!(["http"])] {
+        let (s, _, v) = t.put(&nsg_path, nsg(bad.clone())).await;
+        assert_eq!((s.as_u16(), code(&v)), (400, "SecurityRuleInvalidPortRange"), "{bad}");
+    }
+    // Public IP DNS labels: ^[a-z][a-z0-9-]{1,61}[a-z0-9]$.
+    let pip = |label: &str| {
+        json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {
+            "publicIPAllocationMethod": "Static", "dnsSettings": {"domainNameLabel": label}}})
+    };
+    assert_eq!(t.put(&t.net("publicIPAddresses/pip-dns"), pip("my-app-1")).await.0, 201);
+    for bad in [
+        "x".repeat(100_000),
+        "Upper".into(),
+        "-lead".into(),
+        "trail-".into(),
+        "ab".into(),
+    ] {
+        let (s, _, v) = t.put(&t.net("publicIPAddresses/pip-dns2"), pip(&bad)).await;
+        assert_eq!(
+            (s.as_u16(), code(&v)),
+            (400, "InvalidDomainNameLabel"),
+            "{}",
+            &bad[..bad.len().min(10)]
+        );
+    }
+    // Resource names: 1–80 characters, ARM's pattern.
+    for bad in ["a".repeat(81), "bad name".into(), "-x".into(), "x.".into()] {
+        let (s, _, v) = t
+            .put(
+                &t.net(&format!("publicIPAddresses/{}", urlencoding(&bad))),
+                pip("ok-label"),
+            )
+            .await;
+        assert_eq!((s.as_u16(), code(&v)), (400, "InvalidResourceName"), "{bad}");
+    }
+}
+
+fn urlencoding(s: &str) -> String {
+    s.replace(' ', "%20")
+}
+
+#[tokio::test]
 async fn integrity_rules_and_limits() {
     let t = start(SimOptions::default()).await;
     let lb_path = t.net("loadBalancers/kubernetes");

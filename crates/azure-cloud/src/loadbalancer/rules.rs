@@ -213,6 +213,16 @@ pub fn expected_rules(
                 add_probe(&mut probes, p);
                 Some(name.clone())
             };
+            if !ha && !floating && !(1..=65535).contains(&node_port) {
+                return Err(AnnotationError {
+                    key: "spec.ports.nodePort".into(),
+                    value: node_port.to_string(),
+                    rule: format!(
+                        "port {} has no node port, which a rule without floating IP needs (is allocateLoadBalancerNodePorts false?)",
+                        port.port
+                    ),
+                });
+            }
             rules.push(PlannedRule {
                 name,
                 protocol,
@@ -233,6 +243,18 @@ pub fn expected_rules(
                 family,
             });
         }
+    }
+    // ARM refuses probes outside 1..65535: a Service without node ports must say how it is probed.
+    if let Some(p) = probes.iter().find(|p| !(1..=65535).contains(&p.port)) {
+        return Err(AnnotationError {
+            key: "spec.ports.nodePort".into(),
+            value: p.port.to_string(),
+            rule: format!(
+                "health probe {} would use port {}: ARM needs 1..65535 (the port has no node port; set \
+                 {PREFIX}port_<port>_health-probe_port, or {PREFIX}port_<port>_no_probe_rule)",
+                p.name, p.port
+            ),
+        });
     }
     Ok((rules, probes))
 }
@@ -402,6 +424,29 @@ mod tests {
             .unwrap_err()
             .rule
             .contains("neither a port number"));
+    }
+
+    #[test]
+    fn no_probe_on_port_zero() {
+        // A Service without node ports (allocateLoadBalancerNodePorts: false, or an API server that did not
+        // allocate them): no probe on port 0 is ever planned.
+        let s = svc(json!({}), json!({"ports": [{"port": 80, "protocol": "TCP"}]}));
+        let err = plan(&s, &ctx("a1")).unwrap_err();
+        assert_eq!(err.key, "spec.ports.nodePort");
+        assert!(err.rule.contains("1..65535"), "{}", err.rule);
+        // With an explicit probe port it works.
+        let s = svc(
+            json!({"service.beta.kubernetes.io/port_80_health-probe_port": "8080"}),
+            json!({"ports": [{"port": 80, "protocol": "TCP"}]}),
+        );
+        let (_, probes) = plan(&s, &ctx("a1")).unwrap();
+        assert_eq!(probes[0].port, 8080);
+        // Without floating IP the backend port is the node port: refused when there is none.
+        let s = svc(
+            json!({"service.beta.kubernetes.io/azure-disable-load-balancer-floating-ip": "true", "service.beta.kubernetes.io/port_80_no_probe_rule": "true"}),
+            json!({"ports": [{"port": 80, "protocol": "TCP"}]}),
+        );
+        assert_eq!(plan(&s, &ctx("a1")).unwrap_err().key, "spec.ports.nodePort");
     }
 
     #[test]
