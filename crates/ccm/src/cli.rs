@@ -106,6 +106,37 @@ pub struct Options {
     /// Private key (PEM) of `--tls-cert-file`.
     #[arg(long = "tls-private-key-file")]
     pub tls_private_key_file: Option<std::path::PathBuf>,
+    /// kubeconfig of the API server that answers TokenReviews for requests to `--secure-port`
+    /// (default: the `--kubeconfig` / in-cluster connection).
+    #[arg(long = "authentication-kubeconfig")]
+    pub authentication_kubeconfig: Option<PathBuf>,
+    /// kubeconfig of the API server that answers SubjectAccessReviews (default: the `--kubeconfig` /
+    /// in-cluster connection).
+    #[arg(long = "authorization-kubeconfig")]
+    pub authorization_kubeconfig: Option<PathBuf>,
+    /// Upstream: skip looking up the client CA in the cluster. Accepted: client-certificate
+    /// authentication is not implemented, so nothing is looked up.
+    #[arg(long = "authentication-skip-lookup", action = ArgAction::Set, num_args = 0..=1, default_value = "false", default_missing_value = "true")]
+    pub authentication_skip_lookup: bool,
+    /// Upstream: start even when the client-CA lookup fails. Accepted (no lookup is made).
+    #[arg(long = "authentication-tolerate-lookup-failure", action = ArgAction::Set, num_args = 0..=1, default_value = "false", default_missing_value = "true")]
+    pub authentication_tolerate_lookup_failure: bool,
+    /// How long a TokenReview answer is reused for the same token.
+    #[arg(long = "authentication-token-webhook-cache-ttl", default_value = "10s")]
+    pub authentication_token_webhook_cache_ttl: String,
+    /// How long an "allowed" SubjectAccessReview answer is reused.
+    #[arg(long = "authorization-webhook-cache-authorized-ttl", default_value = "10s")]
+    pub authorization_webhook_cache_authorized_ttl: String,
+    /// How long a "denied" SubjectAccessReview answer is reused.
+    #[arg(long = "authorization-webhook-cache-unauthorized-ttl", default_value = "10s")]
+    pub authorization_webhook_cache_unauthorized_ttl: String,
+    /// Paths served on `--secure-port` without authentication or authorization (`*` at the end: a prefix).
+    #[arg(long = "authorization-always-allow-paths", default_value = "/healthz,/readyz,/livez")]
+    pub authorization_always_allow_paths: String,
+    /// Client-certificate authentication for `--secure-port`: not implemented; when set, a warning says so
+    /// and requests are authenticated by bearer token only.
+    #[arg(long = "client-ca-file")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Subcommands.

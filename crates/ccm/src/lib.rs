@@ -3,6 +3,7 @@
 //! service controller (`service`), the Node cache they share (`informer`), and a demo against the built-in simulated Azure and cluster (`demo`).
 #![warn(missing_docs)]
 
+pub mod authz;
 pub mod bench;
 pub mod cli;
 pub mod controllers;

@@ -92,19 +92,23 @@ pub fn enabled_controllers(spec: &str) -> Result<Vec<&'static str>, String> {
 }
 
 async fn kube_client(opts: &Options) -> Result<kube::Client, String> {
-    let mut cfg = match &opts.kubeconfig {
+    kube_client_from(opts, opts.kubeconfig.as_deref(), "--kubeconfig").await
+}
+
+/// A client of the API server from a kubeconfig (`flag` names it in errors), else in-cluster.
+async fn kube_client_from(opts: &Options, path: Option<&std::path::Path>, flag: &str) -> Result<kube::Client, String> {
+    let mut cfg = match path {
         Some(p) => {
-            let kc =
-                kube::config::Kubeconfig::read_from(p).map_err(|e| format!("--kubeconfig {}: {e}", p.display()))?;
+            let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| format!("{flag} {}: {e}", p.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default())
                 .await
-                .map_err(|e| format!("--kubeconfig {}: {e}", p.display()))?
+                .map_err(|e| format!("{flag} {}: {e}", p.display()))?
         }
         None => kube::Config::infer()
             .await
             .map_err(|e| format!("no kubeconfig: {e} (pass --kubeconfig)"))?,
     };
-    if let Some(m) = &opts.master {
+    if let Some(m) = opts.master.as_ref().filter(|_| flag == "--kubeconfig") {
         cfg.cluster_url = m.parse().map_err(|e| format!("--master {m:?}: {e}"))?;
     }
     let builder = kube::client::ClientBuilder::try_from(cfg).map_err(|e| e.to_string())?;
@@ -257,7 +261,8 @@ pub async fn run(opts: &Options) -> Result<(), String> {
                 }
             }),
         );
-    serve_endpoints(opts, app).await?;
+    let auth = delegated_auth(opts, &client).await?;
+    serve_endpoints(opts, app, auth).await?;
 
     let timing = controllers::Timing {
         node_status_update_frequency: parse_duration(&opts.node_status_update_frequency)?,
@@ -412,8 +417,40 @@ pub fn tls_config(opts: &Options) -> Result<Arc<rustls::ServerConfig>, String> {
     Ok(Arc::new(cfg))
 }
 
-/// Serves the endpoints: HTTPS on `--secure-port`, plain HTTP on `--port` (each when non-zero).
-async fn serve_endpoints(opts: &Options, app: axum::Router) -> Result<(), String> {
+/// The delegated authenticator of `--secure-port` from the `--authentication-*` / `--authorization-*` flags.
+async fn delegated_auth(opts: &Options, client: &kube::Client) -> Result<crate::authz::DelegatedAuth, String> {
+    if opts.client_ca_file.is_some() {
+        tracing::warn!("--client-ca-file: client-certificate authentication is not implemented; requests to --secure-port are authenticated by bearer token only");
+    }
+    let authn = match &opts.authentication_kubeconfig {
+        Some(p) => kube_client_from(opts, Some(p), "--authentication-kubeconfig").await?,
+        None => client.clone(),
+    };
+    let authz = match &opts.authorization_kubeconfig {
+        Some(p) => kube_client_from(opts, Some(p), "--authorization-kubeconfig").await?,
+        None => client.clone(),
+    };
+    let settings = crate::authz::AuthSettings {
+        always_allow_paths: opts
+            .authorization_always_allow_paths
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect(),
+        token_ttl: parse_duration(&opts.authentication_token_webhook_cache_ttl)
+            .map_err(|e| format!("--authentication-token-webhook-cache-ttl: {e}"))?,
+        allowed_ttl: parse_duration(&opts.authorization_webhook_cache_authorized_ttl)
+            .map_err(|e| format!("--authorization-webhook-cache-authorized-ttl: {e}"))?,
+        denied_ttl: parse_duration(&opts.authorization_webhook_cache_unauthorized_ttl)
+            .map_err(|e| format!("--authorization-webhook-cache-unauthorized-ttl: {e}"))?,
+    };
+    Ok(crate::authz::DelegatedAuth::new(authn, authz, settings))
+}
+
+/// Serves the endpoints: HTTPS on `--secure-port` behind delegated authentication and authorization,
+/// plain HTTP on `--port` for local use (each when non-zero).
+async fn serve_endpoints(opts: &Options, app: axum::Router, auth: crate::authz::DelegatedAuth) -> Result<(), String> {
     if opts.secure_port == 0 && opts.port == 0 {
         tracing::warn!("--secure-port=0 and --port=0: no health or metrics endpoints");
     }
@@ -424,8 +461,10 @@ async fn serve_endpoints(opts: &Options, app: axum::Router) -> Result<(), String
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let listener = azure_sim::tls::TlsListener::new(listener, tls).map_err(|e| format!("{addr}: {e}"))?;
-        tracing::info!(address = %addr, "serving /healthz, /readyz, /metrics over HTTPS");
-        let app = app.clone();
+        tracing::info!(address = %addr, always_allowed = %opts.authorization_always_allow_paths, "serving /healthz, /readyz, /metrics over HTTPS (other paths need a token allowed by a SubjectAccessReview)");
+        let app = app
+            .clone()
+            .layer(axum::middleware::from_fn_with_state(auth, crate::authz::guard));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -105,7 +105,7 @@ async fn load_balancer_service_lifecycle_through_arm_faults() {
     // Retries after injected 5xx wait 1 s instead of 5 s.
     let common::Env {
         sim,
-        kube: _kube,
+        kube,
         dir,
         config,
         kubeconfig,
@@ -288,7 +288,34 @@ async fn load_balancer_service_lifecycle_through_arm_faults() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    // Controller metrics on /metrics.
+    // /metrics on the secure port: delegated authentication (TokenReview) and authorization
+    // (SubjectAccessReview) through kube-sim, as upstream.
+    kube.set_token("scraper-token", "prometheus", &["monitoring"]);
+    kube.set_token("other-token", "someone", &["system:authenticated"]);
+    kube.grant_path("monitoring", "/metrics", "get");
+    let secure_metrics = |token: Option<&'static str>| {
+        let mut rb = https.get(format!("https://127.0.0.1:{secure}/metrics"));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        async move { rb.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(secure_metrics(None).await, 403, "anonymous");
+    assert_eq!(secure_metrics(Some("wrong-token")).await, 401, "unknown token");
+    assert_eq!(
+        secure_metrics(Some("other-token")).await,
+        403,
+        "authenticated, not allowed"
+    );
+    assert_eq!(secure_metrics(Some("scraper-token")).await, 200, "allowed by its group");
+    let (token_reviews, _) = kube.review_counts();
+    assert_eq!(secure_metrics(Some("scraper-token")).await, 200);
+    assert_eq!(
+        kube.review_counts().0,
+        token_reviews,
+        "the TokenReview answer is cached"
+    );
+    // Controller metrics on /metrics (the plain --port is for local use: no authentication).
     let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .unwrap()

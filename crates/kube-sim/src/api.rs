@@ -25,8 +25,38 @@ pub(crate) fn router(store: Shared) -> Router {
         .route("/livez", get(|| async { "ok" }))
         .route("/api", get(|| async { axum::Json(kinds::core_versions()) }))
         .route("/apis", get(|| async { axum::Json(kinds::groups()) }))
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            axum::routing::post(|State(s): State<Shared>, headers: HeaderMap, body: Bytes| async move {
+                review(&s, &headers, &body, "TokenReview", |r, v| r.token_review(v))
+            }),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            axum::routing::post(|State(s): State<Shared>, headers: HeaderMap, body: Bytes| async move {
+                review(&s, &headers, &body, "SubjectAccessReview", |r, v| r.access_review(v))
+            }),
+        )
         .fallback(handle)
         .with_state(store)
+}
+
+/// A review: created, answered, not stored (as the real API server does).
+fn review(
+    s: &Shared,
+    headers: &HeaderMap,
+    body: &Bytes,
+    kind: &str,
+    answer: impl FnOnce(&mut crate::reviews::Reviews, Value) -> Value,
+) -> Response {
+    match body_json(headers, body) {
+        Ok(v) if v.get("kind").and_then(Value::as_str) == Some(kind) => {
+            let answered = answer(&mut lock(s).reviews, v);
+            json_response(201, &answered)
+        }
+        Ok(_) => error(ApiError::new(400, "BadRequest", format!("the body is not a {kind}"))),
+        Err(e) => error(e),
+    }
 }
 
 fn json_response(code: u16, v: &Value) -> Response {

@@ -4,7 +4,8 @@
 //! Endpoints, EndpointSlices, Events (core and events.k8s.io), Leases, Secrets, ConfigMaps, Namespaces;
 //! GET, LIST (label and field selectors), WATCH from a resourceVersion (410 Gone when too old, BOOKMARKs on
 //! request), POST, PUT (409 on a stale resourceVersion), PATCH (merge, strategic merge, JSON patch,
-//! server-side apply), DELETE with finalizers, `/status` subresources.
+//! server-side apply), DELETE with finalizers, `/status` subresources; TokenReview and SubjectAccessReview
+//! with answers configured by the test ([`KubeSim::set_token`], [`KubeSim::grant_path`]).
 //!
 //! Scope guard: a test and demo server, not a Kubernetes. No admission, no RBAC, no persistence, no
 //! managed-fields tracking (server-side apply merges the applied object; `force` is accepted, conflicts
@@ -14,6 +15,7 @@
 mod api;
 pub mod kinds;
 pub mod patch;
+pub mod reviews;
 pub mod store;
 
 use serde_json::Value;
@@ -102,6 +104,32 @@ impl KubeSim {
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `token` authenticate (TokenReview) as `username` in `groups`.
+    pub fn set_token(&self, token: &str, username: &str, groups: &[&str]) {
+        self.store().reviews.set_token(
+            token,
+            reviews::UserInfo {
+                username: username.to_string(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            },
+        );
+    }
+
+    /// Lets `subject` (a user or group) use `verb` on the non-resource `path` (SubjectAccessReview).
+    pub fn grant_path(&self, subject: &str, path: &str, verb: &str) {
+        self.store().reviews.grant(reviews::Grant {
+            subject: subject.to_string(),
+            path: path.to_string(),
+            verb: verb.to_string(),
+        });
+    }
+
+    /// (TokenReviews, SubjectAccessReviews) answered so far.
+    pub fn review_counts(&self) -> (u64, u64) {
+        let s = self.store();
+        (s.reviews.token_reviews, s.reviews.access_reviews)
     }
 
     /// Creates an object of a core or group resource (by plural) directly.

@@ -79,6 +79,8 @@ pub struct Store {
     /// resourceVersion of the newest event dropped from the history (0: none dropped).
     dropped_up_to: u64,
     tx: broadcast::Sender<WatchEvent>,
+    /// TokenReview / SubjectAccessReview answers.
+    pub reviews: crate::reviews::Reviews,
 }
 
 impl Default for Store {
@@ -90,6 +92,7 @@ impl Default for Store {
             history: VecDeque::new(),
             dropped_up_to: 0,
             tx,
+            reviews: Default::default(),
         }
     }
 }

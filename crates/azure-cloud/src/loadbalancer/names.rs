@@ -40,11 +40,23 @@ pub fn by_family(name: &str, dual_stack: bool, family: Family) -> String {
     }
 }
 
+/// Cuts `s` to at most `max` bytes at a character boundary (upstream cuts bytes; names from Kubernetes
+/// objects may hold any UTF-8, and a cut inside a character must not panic).
+pub fn truncate_bytes(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
 /// The service's base name ("rule prefix"): `a` + UID without dashes, at most 32 characters
 /// (k8s.io/cloud-provider `DefaultLoadBalancerName`).
 pub fn service_base_name(uid: &str) -> String {
     let mut s: String = format!("a{uid}").chars().filter(|c| *c != '-').collect();
-    s.truncate(32);
+    truncate_bytes(&mut s, 32);
     s
 }
 
@@ -102,7 +114,7 @@ pub fn frontend_ip_config_name(base: &str, internal_subnet: Option<&str>, dual_s
         Some(subnet) => {
             let mut n = format!("{base}-{subnet}");
             if n.len() > NAME_MAX_WITHOUT_FAMILY_SUFFIX {
-                n.truncate(NAME_MAX_WITHOUT_FAMILY_SUFFIX);
+                truncate_bytes(&mut n, NAME_MAX_WITHOUT_FAMILY_SUFFIX);
                 if !n.ends_with(|c: char| c.is_alphabetic() || c == '_') {
                     n.pop();
                     n.push('_');
@@ -131,7 +143,7 @@ pub fn rule_name(
         Some(subnet) => {
             let mut seg = subnet.to_string();
             if plain.len() + seg.len() + 1 > NAME_MAX_WITHOUT_FAMILY_SUFFIX {
-                seg.truncate(NAME_MAX_WITHOUT_FAMILY_SUFFIX.saturating_sub(plain.len() + 1));
+                truncate_bytes(&mut seg, NAME_MAX_WITHOUT_FAMILY_SUFFIX.saturating_sub(plain.len() + 1));
             }
             format!("{base}-{seg}-{protocol}-{port}")
         }
@@ -150,7 +162,7 @@ pub fn public_ip_name(cluster: &str, base: &str, prefix_id: Option<&str>, dual_s
         name.push('-');
         name.push_str(last);
     }
-    name.truncate(NAME_MAX_WITHOUT_FAMILY_SUFFIX);
+    truncate_bytes(&mut name, NAME_MAX_WITHOUT_FAMILY_SUFFIX);
     by_family(&name, dual_stack, family)
 }
 
@@ -188,7 +200,8 @@ pub fn legacy_security_rule_name(
 /// Upstream `serviceOwnsRule`: a rule or probe belongs to the service when its name starts with the base
 /// name (case-insensitive).
 pub fn service_owns(base: &str, name: &str) -> bool {
-    name.len() >= base.len() && name[..base.len()].eq_ignore_ascii_case(base)
+    name.get(..base.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(base))
 }
 
 #[cfg(test)]
@@ -318,5 +331,26 @@ mod tests {
             legacy_security_rule_name("shared", "TCP", 80, "Internet", false, Family::V4),
             "shared-TCP-80-Internet"
         );
+    }
+
+    #[test]
+    fn cuts_never_split_a_character() {
+        // Found by the fuzz suite: a subnet annotation with non-ASCII text panicked the service worker.
+        let subnet = "é".repeat(60);
+        let n = rule_name(
+            "a0123456789abcdef0123456789abcde",
+            "TCP",
+            80,
+            Some(&subnet),
+            false,
+            Family::V4,
+        );
+        assert!(n.len() <= NAME_MAX_WITHOUT_FAMILY_SUFFIX + 10, "{n}");
+        let f = frontend_ip_config_name("a0123456789abcdef0123456789abcde", Some(&subnet), false, Family::V4);
+        assert!(f.len() <= NAME_MAX_WITHOUT_FAMILY_SUFFIX);
+        assert!(!service_owns("é", "a"));
+        let mut s = "aé".to_string();
+        truncate_bytes(&mut s, 2);
+        assert_eq!(s, "a");
     }
 }
