@@ -30,6 +30,40 @@ fn invalid_vm_type_exits_1_and_names_the_key() {
 }
 
 #[test]
+fn values_the_runtime_cannot_honour_are_refused_with_the_key() {
+    for (doc, key) in [
+        (
+            r#"{"useInstanceMetadata": true, "cloudProviderRateLimit": true, "cloudProviderRateLimitQPS": 1e-300}"#,
+            "cloudProviderRateLimit",
+        ),
+        (r#"{"useInstanceMetadata": true, "vmType": "vmssflex"}"#, "vmType"),
+        (
+            r#"{"useInstanceMetadata": true, "loadBalancerSku": "service"}"#,
+            "loadBalancerSku",
+        ),
+        (
+            r#"{"useInstanceMetadata": true, "loadBalancerBackendPoolConfigurationType": "podIP"}"#,
+            "loadBalancerBackendPoolConfigurationType",
+        ),
+        (
+            r#"{"useInstanceMetadata": true, "cloudProviderRateLimitQPS": "fast"}"#,
+            "cloudProviderRateLimitQPS",
+        ),
+    ] {
+        let (code, _, err) = run(doc);
+        assert_eq!(code, 1, "{doc}: {err}");
+        assert!(err.contains(key), "{doc}: {err}");
+        assert!(!err.contains("fast"), "{err}");
+    }
+    let (code, _, err) = run(r#"{"useInstanceMetadata": true, "nsgCacheTTLInSeconds": 30}"#);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: nsgCacheTTLInSeconds is accepted but has no effect"),
+        "{err}"
+    );
+}
+
+#[test]
 fn valid_file_exits_0_and_prints_redacted_config() {
     let (code, out, err) = run(
         r#"{"tenantId":"t","subscriptionId":"s","aadClientId":"c","aadClientSecret":"hunter2","resourceGroup":"RG","location":"eastus"}"#,
