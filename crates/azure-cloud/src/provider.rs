@@ -18,15 +18,38 @@ pub enum CloudError {
     /// Azure could not answer (throttled, failed, timed out): retry later; never treat as "not found".
     #[error("{0}")]
     Azure(String),
-    /// The input (annotation, field) is invalid; the message names it.
+    /// An ARM call failed: the typed error keeps the status, ARM's code and `Retry-After`.
+    #[error(transparent)]
+    Arm(#[from] crate::arm::ArmError),
+    /// The input (annotation, field) is invalid; the message names it. Retrying without a change to the
+    /// object cannot succeed.
     #[error("{0}")]
     InvalidInput(String),
+    /// The object's configuration conflicts with another object's (e.g. a port another Service uses on a
+    /// shared frontend); may clear when the other changes, so it is retried with backoff.
+    #[error("{0}")]
+    Conflict(String),
     /// The operation is not supported in this configuration.
     #[error("{0}")]
     NotSupported(String),
     /// The instance metadata service failed.
     #[error("instance metadata: {0}")]
     Imds(String),
+}
+
+impl CloudError {
+    /// How long ARM asked us to wait (a throttled answer), if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            CloudError::Arm(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// True when retrying without a change to the input cannot succeed (invalid annotations or fields).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, CloudError::InvalidInput(_))
+    }
 }
 
 impl From<VmSetError> for CloudError {
@@ -36,7 +59,7 @@ impl From<VmSetError> for CloudError {
             VmSetError::NotManaged(s) => {
                 CloudError::NotManaged(format!("node {s} is not managed by the Azure cloud provider"))
             }
-            VmSetError::Arm(a) => CloudError::Azure(a.to_string()),
+            VmSetError::Arm(a) => CloudError::Arm(a),
             VmSetError::Invalid(s) => CloudError::Azure(s),
         }
     }

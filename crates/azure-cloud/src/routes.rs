@@ -227,7 +227,7 @@ impl RouteTableWriter {
                 .into_iter()
                 .map(|r| r.map_err(CloudError::InvalidInput))
                 .collect(),
-            Err(e) => ops.iter().map(|_| Err(CloudError::Azure(e.to_string()))).collect(),
+            Err(e) => ops.iter().map(|_| Err(CloudError::Arm(e.clone()))).collect(),
         }
     }
 
@@ -299,10 +299,7 @@ impl RouteTableWriter {
     /// Routes in the table (a missing table has none; read at most once per `routeTableCacheTTLInSeconds`,
     /// our own writes refresh the copy) plus the in-memory routes of unmanaged nodes.
     pub async fn list(&self) -> Result<Vec<Route>, CloudError> {
-        let table = self
-            .read(Some(self.ttl))
-            .await
-            .map_err(|e| CloudError::Azure(e.to_string()))?;
+        let table = self.read(Some(self.ttl)).await.map_err(CloudError::Arm)?;
         let mut out: Vec<Route> = table
             .as_ref()
             .map(to_set)

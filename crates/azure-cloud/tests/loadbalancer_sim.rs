@@ -528,6 +528,26 @@ async fn bad_input_fails_alone_and_user_pips_are_never_deleted() {
     cloud.ensure_load_balancer_deleted(CLUSTER, &bad).await.unwrap();
     assert!(sim.resource(&pip_id).is_some(), "a user's PIP is never deleted");
     assert!(lb(&sim, CLUSTER).is_none());
+    // A Service naming a resource group that does not exist: ensuring fails and says so (typed, permanent
+    // is not claimed: the group may be created), deleting completes (nothing of it can exist there).
+    let elsewhere = service(
+        "elsewhere",
+        &uid(23),
+        &[80],
+        json!({"service.beta.kubernetes.io/azure-load-balancer-resource-group": "no-such-group"}),
+    );
+    let e = cloud
+        .ensure_load_balancer(CLUSTER, &elsewhere, &nodes)
+        .await
+        .unwrap_err();
+    assert!(!e.is_permanent(), "{e}");
+    cloud.ensure_load_balancer_deleted(CLUSTER, &elsewhere).await.unwrap();
+    // Invalid annotations are permanent errors: not retried until the Service changes.
+    assert!(cloud
+        .ensure_load_balancer(CLUSTER, &bad, &nodes)
+        .await
+        .unwrap_err()
+        .is_permanent());
 }
 
 #[tokio::test]

@@ -141,7 +141,7 @@ pub fn references_any(v: &Value, pools: &[String]) -> bool {
 use crate::arm::to_json as to_value;
 
 fn arm(e: ArmError) -> CloudError {
-    CloudError::Azure(e.to_string())
+    CloudError::Arm(e)
 }
 
 /// Writes backend-pool membership for one cluster.

@@ -39,7 +39,7 @@ pub trait EventSink: Send + Sync {
 }
 
 fn arm(e: ArmError) -> CloudError {
-    CloudError::Azure(e.to_string())
+    CloudError::Arm(e)
 }
 
 fn lower(s: &str) -> String {
@@ -283,7 +283,12 @@ impl LoadBalancerApplier {
         let rg_owned = rg.to_string();
         self.pips
             .get(&lower(rg), ReadMode::Default, || async move {
-                let list = client.list(&rg_owned).await?;
+                // A resource group that does not exist holds no public IP (ARM: 404 ResourceGroupNotFound);
+                // deleting a Service that names one must complete.
+                let list = match client.list(&rg_owned).await {
+                    Err(e) if e.is_not_found() => Vec::new(),
+                    other => other?,
+                };
                 Ok(Mutex::new(
                     list.iter()
                         .filter_map(|p| Some((lower(p.resource.name.as_deref()?), Arc::new(to_value(p)))))
@@ -610,7 +615,7 @@ impl LoadBalancerApplier {
                             changed |= c;
                             Ok(())
                         }
-                        Err(e) => Err(CloudError::InvalidInput(e.to_string())),
+                        Err(e) => Err(CloudError::Conflict(e.to_string())),
                     },
                     LbOp::Remove(base) => {
                         changed |= plan::remove_service(&mut lb, base);
@@ -766,7 +771,7 @@ impl LoadBalancerApplier {
                         rules = trial;
                         results.push(Ok(()));
                     }
-                    Err(e) => results.push(Err(CloudError::InvalidInput(e.to_string()))),
+                    Err(e) => results.push(Err(CloudError::Conflict(e.to_string()))),
                 }
             }
             if !changed {
