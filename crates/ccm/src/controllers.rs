@@ -96,17 +96,29 @@ pub fn node_labels(md: &azure_cloud::provider::InstanceMetadata) -> serde_json::
 
 /// Runs both controllers until the future is dropped, over the shared Node cache.
 pub async fn run(client: Client, cloud: Arc<dyn InstancesV2>, timing: Timing, nodes: NodeInformer) {
-    let recorder = Recorder::new(client.clone(), COMPONENT.into());
     tokio::join!(
-        node_controller(
-            client.clone(),
-            cloud.clone(),
-            recorder.clone(),
-            timing.clone(),
-            nodes.clone()
-        ),
-        lifecycle_controller(client, cloud, recorder, timing, nodes)
+        run_node_controller(client.clone(), cloud.clone(), timing.clone(), nodes.clone()),
+        run_lifecycle_controller(client, cloud, timing, nodes)
     );
+}
+
+/// Runs cloud-node (initialisation of new Nodes, address refresh) alone until dropped
+/// (`--controllers=*,-cloud-node-lifecycle`).
+pub async fn run_node_controller(client: Client, cloud: Arc<dyn InstancesV2>, timing: Timing, nodes: NodeInformer) {
+    let recorder = Recorder::new(client.clone(), COMPONENT.into());
+    node_controller(client, cloud, recorder, timing, nodes).await
+}
+
+/// Runs cloud-node-lifecycle (deletion of Nodes whose VM is gone, the shutdown taint) alone until dropped
+/// (`--controllers=*,-cloud-node`, upstream's chart default with a per-node agent).
+pub async fn run_lifecycle_controller(
+    client: Client,
+    cloud: Arc<dyn InstancesV2>,
+    timing: Timing,
+    nodes: NodeInformer,
+) {
+    let recorder = Recorder::new(client.clone(), COMPONENT.into());
+    lifecycle_controller(client, cloud, recorder, timing, nodes).await
 }
 
 /// Events published in the background and not yet taken by the API server, at most.
@@ -182,7 +194,7 @@ async fn node_controller(
     nodes: NodeInformer,
 ) {
     let api: Api<Node> = Api::all(client);
-    let mut backoff: HashMap<String, Duration> = HashMap::new();
+    let mut backoff: HashMap<String, u32> = HashMap::new();
     let mut changes = nodes.subscribe();
     nodes.ready().await;
     // Nodes waiting from before we started (or from before a lag): every tainted one in the cache.
@@ -195,7 +207,9 @@ async fn node_controller(
     };
     let mut todo: std::collections::VecDeque<Arc<Node>> = tainted(&nodes).into();
     let mut refresh = tokio::time::interval(timing.node_status_update_frequency);
-    let (retry_tx, mut retry_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // Retry timers belong to this controller (dropped with it), one per node.
+    let mut retries: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
+    let mut waiting: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         let node = match todo.pop_front() {
             Some(n) => Some(n),
@@ -208,7 +222,10 @@ async fn node_controller(
                     }
                     None => return,
                 },
-                Some(name) = retry_rx.recv() => api.get_opt(&name).await.ok().flatten().map(Arc::new),
+                Some(Ok(name)) = retries.join_next() => {
+                    waiting.remove(&name);
+                    api.get_opt(&name).await.ok().flatten().map(Arc::new)
+                }
                 _ = refresh.tick() => {
                     refresh_addresses(&api, cloud.as_ref(), &nodes.nodes()).await;
                     None
@@ -221,7 +238,14 @@ async fn node_controller(
         }
         let name = node.name_any();
         let started = std::time::Instant::now();
-        let result = initialize(&api, cloud.as_ref(), &node).await;
+        let result = match crate::runtime::contain(initialize(&api, cloud.as_ref(), &node)).await {
+            Ok(r) => r,
+            Err(panic) => {
+                tracing::error!(node = %name, panic = %panic, "node initialisation panicked; retrying with backoff");
+                timing.metrics.panicked("cloud-node");
+                Err(CloudError::Azure(format!("internal error (panic): {panic}")))
+            }
+        };
         timing.metrics.observe("cloud-node", started.elapsed(), result.is_ok());
         match result {
             Ok(()) => {
@@ -235,10 +259,10 @@ async fn node_controller(
                 );
             }
             Err(e) => {
-                let wait = backoff
-                    .get(&name)
-                    .map_or(Duration::from_secs(1), |d| (*d * 2).min(Duration::from_secs(300)));
-                backoff.insert(name.clone(), wait);
+                let failures = backoff.entry(name.clone()).or_insert(0);
+                *failures += 1;
+                let wait = crate::runtime::retry_delay(crate::runtime::Backoff::NODE, *failures, &e)
+                    .unwrap_or(crate::runtime::Backoff::NODE.max);
                 tracing::warn!(node = %name, error = %e, retry_in = ?wait, "failed to initialise node");
                 event(
                     &recorder,
@@ -247,11 +271,12 @@ async fn node_controller(
                     "FailedToInitializeNode",
                     e.to_string(),
                 );
-                let tx = retry_tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    let _ = tx.send(name);
-                });
+                if waiting.insert(name.clone()) {
+                    retries.spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        name
+                    });
+                }
             }
         }
     }
@@ -376,8 +401,17 @@ async fn lifecycle_controller(
     loop {
         tick.tick().await;
         let started = std::time::Instant::now();
-        lifecycle_pass(&api, cloud.as_ref(), Some(&recorder), &nodes.nodes()).await;
-        timing.metrics.observe("cloud-node-lifecycle", started.elapsed(), true);
+        let ok = match crate::runtime::contain(lifecycle_pass(&api, cloud.as_ref(), Some(&recorder), &nodes.nodes()))
+            .await
+        {
+            Ok(()) => true,
+            Err(panic) => {
+                tracing::error!(panic = %panic, "node lifecycle pass panicked; the next pass runs as scheduled");
+                timing.metrics.panicked("cloud-node-lifecycle");
+                false
+            }
+        };
+        timing.metrics.observe("cloud-node-lifecycle", started.elapsed(), ok);
     }
 }
 
@@ -514,7 +548,12 @@ pub async fn route_controller(
     loop {
         tick.tick().await;
         let started = std::time::Instant::now();
-        let result = route_pass(&api, routes.as_ref(), &settings, &nodes.nodes()).await;
+        let result = crate::runtime::contain(route_pass(&api, routes.as_ref(), &settings, &nodes.nodes()))
+            .await
+            .unwrap_or_else(|panic| {
+                settings.metrics.panicked("route");
+                Err(CloudError::Azure(format!("internal error (panic): {panic}")))
+            });
         settings.metrics.observe("route", started.elapsed(), result.is_ok());
         match result {
             Ok((c, d)) if c + d > 0 => tracing::info!(created = c, deleted = d, "routes reconciled"),

@@ -12,4 +12,5 @@ pub mod informer;
 pub mod leader;
 pub mod manager;
 pub mod metrics;
+pub mod runtime;
 pub mod service;

@@ -221,18 +221,20 @@ pub async fn run(opts: &Options) -> Result<(), String> {
         leader_gauge.clone(),
     );
     let registry = Arc::new(registry);
-    let healthy = Arc::new(AtomicBool::new(true));
+    let health = crate::runtime::Health::default();
     let ready = Arc::new(AtomicBool::new(false));
     let app = axum::Router::new()
         .route(
             "/healthz",
             get({
-                let h = healthy.clone();
+                let h = health.clone();
                 move || async move {
-                    if h.load(Ordering::Relaxed) {
-                        (axum::http::StatusCode::OK, "ok")
-                    } else {
-                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "lease not renewed")
+                    match h.status() {
+                        Ok(()) => (axum::http::StatusCode::OK, "ok".to_string()),
+                        Err(reason) => (
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("unhealthy: {reason}"),
+                        ),
                     }
                 }
             }),
@@ -245,7 +247,10 @@ pub async fn run(opts: &Options) -> Result<(), String> {
                     if r.load(Ordering::Relaxed) {
                         (axum::http::StatusCode::OK, "ok")
                     } else {
-                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "starting: caches not synced",
+                        )
                     }
                 }
             }),
@@ -319,34 +324,47 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     } else {
         not_elected
     };
-    ready.store(true, Ordering::Relaxed);
-    let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    // A standby is ready (it serves and waits for the lease); a leader once its caches have synced.
+    ready.store(!*leading.borrow(), Ordering::Relaxed);
+    let mut tasks = crate::runtime::Supervisor::default();
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     loop {
         let is_leader = *leading.borrow();
         leader_gauge.set(i64::from(is_leader));
         if is_leader && tasks.is_empty() {
+            ready.store(false, Ordering::Relaxed);
             let cloud_v2: Arc<dyn azure_cloud::provider::InstancesV2> = cloud.clone();
             // One Node watch and cache for every controller, for as long as they run.
             let (nodes, drive_nodes) = crate::informer::NodeInformer::new(client.clone());
-            tasks.push(tokio::spawn(drive_nodes));
-            if enabled.contains(&"cloud-node-controller") || enabled.contains(&"cloud-node-lifecycle-controller") {
-                tasks.push(tokio::spawn(controllers::run(
-                    client.clone(),
-                    cloud_v2,
-                    timing.clone(),
-                    nodes.clone(),
-                )));
+            tasks.spawn("node-informer", drive_nodes);
+            {
+                let (nodes, ready) = (nodes.clone(), ready.clone());
+                tasks.spawn("readiness", async move {
+                    nodes.ready().await;
+                    ready.store(true, Ordering::Relaxed);
+                    tracing::info!("caches synced: ready");
+                    std::future::pending::<()>().await
+                });
+            }
+            if enabled.contains(&"cloud-node-controller") {
+                tasks.spawn(
+                    "cloud-node",
+                    controllers::run_node_controller(client.clone(), cloud_v2.clone(), timing.clone(), nodes.clone()),
+                );
+            }
+            if enabled.contains(&"cloud-node-lifecycle-controller") {
+                tasks.spawn(
+                    "cloud-node-lifecycle",
+                    controllers::run_lifecycle_controller(client.clone(), cloud_v2, timing.clone(), nodes.clone()),
+                );
             }
             if let Some(rs) = route_settings.clone() {
                 let routes: Arc<dyn azure_cloud::provider::Routes> = cloud.clone();
-                tasks.push(tokio::spawn(controllers::route_controller(
-                    client.clone(),
-                    routes,
-                    rs,
-                    nodes.clone(),
-                )));
+                tasks.spawn(
+                    "route",
+                    controllers::route_controller(client.clone(), routes, rs, nodes.clone()),
+                );
             }
             if let Some(ss) = service_settings.clone() {
                 let recorder = kube::runtime::events::Recorder::new(client.clone(), crate::service::COMPONENT.into());
@@ -356,30 +374,33 @@ pub async fn run(opts: &Options) -> Result<(), String> {
                         kube::runtime::events::Recorder::new(client.clone(), "azure-cloud-provider".into()),
                     )));
                 let lb: Arc<dyn azure_cloud::provider::LoadBalancer> = cloud.clone();
-                tasks.push(tokio::spawn(crate::service::run(
-                    client.clone(),
-                    lb,
-                    ss,
-                    recorder,
-                    nodes.clone(),
-                )));
+                tasks.spawn(
+                    "service",
+                    crate::service::run(client.clone(), lb, ss, recorder, nodes.clone()),
+                );
             }
             tracing::info!(count = tasks.len(), "controllers started");
         } else if !is_leader && !tasks.is_empty() {
-            for t in tasks.drain(..) {
-                t.abort();
-            }
+            // Everything the controllers own (workers, retry timers) stops before we go on: a non-leader
+            // must not write.
+            tasks.stop().await;
+            ready.store(true, Ordering::Relaxed);
             tracing::warn!("not leading: controllers stopped");
         }
         tokio::select! {
-            r = leading.changed() => if r.is_err() { healthy.store(false, Ordering::Relaxed); return Err("leader election stopped".into()); },
+            r = leading.changed() => if r.is_err() { health.fail("leader election stopped"); return Err("leader election stopped".into()); },
+            reason = tasks.exited() => {
+                // No controller may die quietly: fail /healthz so the kubelet restarts the pod (and the lease
+                // moves to a healthy instance).
+                health.fail(reason.clone());
+                tasks.stop().await;
+                return Err(reason);
+            }
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    for t in tasks {
-        t.abort();
-    }
+    tasks.stop().await;
     tracing::info!("shutting down");
     Ok(())
 }

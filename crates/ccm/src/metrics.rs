@@ -2,7 +2,7 @@
 //!
 //! Names follow the controller-runtime convention operators already chart:
 //! `controller_reconcile_duration_seconds{controller}`, `controller_reconcile_errors_total{controller}`,
-//! `workqueue_depth{name}`.
+//! `controller_reconcile_panics_total{controller}`, `workqueue_depth{name}`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +35,7 @@ fn histogram() -> Histogram {
 pub struct ControllerMetrics {
     duration: Family<ControllerLabel, Histogram, fn() -> Histogram>,
     errors: Family<ControllerLabel, Counter>,
+    panics: Family<ControllerLabel, Counter>,
     depth: Family<QueueLabel, Gauge>,
 }
 
@@ -43,6 +44,7 @@ impl Default for ControllerMetrics {
         Self {
             duration: Family::new_with_constructor(histogram),
             errors: Family::default(),
+            panics: Family::default(),
             depth: Family::default(),
         }
     }
@@ -61,7 +63,21 @@ impl ControllerMetrics {
             "Failed reconciles, per controller",
             self.errors.clone(),
         );
+        registry.register(
+            "controller_reconcile_panics",
+            "Reconciles that panicked (contained: the key is retried), per controller",
+            self.panics.clone(),
+        );
         registry.register("workqueue_depth", "Items waiting in a work queue", self.depth.clone());
+    }
+
+    /// Records a contained panic of one reconcile.
+    pub fn panicked(&self, controller: &str) {
+        self.panics
+            .get_or_create(&ControllerLabel {
+                controller: controller.to_string(),
+            })
+            .inc();
     }
 
     /// Records one reconcile.

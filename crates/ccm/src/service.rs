@@ -11,9 +11,10 @@
 
 use crate::controllers::is_ready;
 use crate::informer::NodeInformer;
+use crate::runtime::{contain, retry_delay, Backoff};
 use azure_cloud::loadbalancer::backends::EXCLUDE_LABEL;
 use azure_cloud::loadbalancer::service::EventSink;
-use azure_cloud::provider::LoadBalancer;
+use azure_cloud::provider::{CloudError, LoadBalancer};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -31,10 +32,6 @@ use tokio::sync::Notify;
 pub const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
 /// The component name on events.
 pub const COMPONENT: &str = "service-controller";
-/// First retry delay of a failed Service.
-pub const BACKOFF_MIN: Duration = Duration::from_secs(5);
-/// Longest retry delay.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// Periodic re-sync of the backend node set (default of `--node-sync-period`).
 pub const NODE_SYNC_PERIOD: Duration = Duration::from_secs(100);
 
@@ -52,11 +49,14 @@ pub struct ServiceSettings {
 }
 
 /// A work queue with per-key de-duplication: a key is processed by one worker at a time; a key added while
-/// in progress is processed again afterwards.
+/// in progress is processed again afterwards. Retries wait in the queue itself (one due time per key, never
+/// a timer per failure), driven by [`Queue::run_timers`], which the controller owns: when the controller
+/// stops, no retry fires.
 #[derive(Default)]
 pub struct Queue {
     state: Mutex<QueueState>,
     notify: Notify,
+    timers_changed: Notify,
 }
 
 #[derive(Default)]
@@ -65,6 +65,8 @@ struct QueueState {
     queued: HashSet<String>,
     active: HashSet<String>,
     again: HashSet<String>,
+    /// Keys waiting for a retry, with when (one entry per key).
+    delayed: HashMap<String, tokio::time::Instant>,
 }
 
 impl Queue {
@@ -84,13 +86,54 @@ impl Queue {
         }
     }
 
-    /// Adds a key after a delay.
-    pub fn add_after(self: &Arc<Self>, key: String, delay: Duration) {
-        let q = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            q.add(key);
-        });
+    /// Adds a key after a delay. A key already waiting keeps one entry, due at the later of the two times
+    /// (so a `Retry-After` is never cut short by a later, shorter backoff).
+    pub fn add_after(&self, key: String, delay: Duration) {
+        let due = azure_cloud::clock::instant_after(tokio::time::Instant::now(), delay);
+        {
+            let mut s = self.lock();
+            let e = s.delayed.entry(key).or_insert(due);
+            if *e < due {
+                *e = due;
+            }
+        }
+        self.timers_changed.notify_one();
+    }
+
+    /// Keys waiting for a retry.
+    pub fn delayed(&self) -> usize {
+        self.lock().delayed.len()
+    }
+
+    /// Moves due retries to the queue, forever (until the owner drops this future).
+    pub async fn run_timers(&self) {
+        loop {
+            let changed = self.timers_changed.notified();
+            let now = tokio::time::Instant::now();
+            let (due, next) = {
+                let mut s = self.lock();
+                let due: Vec<String> = s
+                    .delayed
+                    .iter()
+                    .filter(|(_, t)| **t <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in &due {
+                    s.delayed.remove(k);
+                }
+                (due, s.delayed.values().min().copied())
+            };
+            for k in due {
+                self.add(k);
+            }
+            match next {
+                Some(t) => tokio::select! {
+                    _ = tokio::time::sleep_until(t) => {}
+                    _ = changed => {}
+                },
+                None => changed.await,
+            }
+        }
     }
 
     /// Waits for the next key.
@@ -135,11 +178,24 @@ impl Queue {
     }
 }
 
-/// Backoff delay after `failures` consecutive failures: 5 s, 10 s, 20 s, … at most 300 s.
-pub fn backoff(failures: u32) -> Duration {
-    BACKOFF_MIN
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(BACKOFF_MAX)
+/// Why one reconcile failed.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    /// The provider failed (typed: Retry-After, permanent input errors).
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    /// The API server refused a write (finalizer, status).
+    #[error("{0}")]
+    Kube(String),
+    /// The reconcile panicked (a bug): retried with backoff like a transient failure.
+    #[error("internal error (panic): {0}")]
+    Panic(String),
+}
+
+impl From<String> for SyncError {
+    fn from(s: String) -> Self {
+        SyncError::Kube(s)
+    }
 }
 
 fn key_of(s: &Service) -> String {
@@ -240,6 +296,8 @@ struct Controller {
     nodes: NodeInformer,
     queue: Arc<Queue>,
     failures: Mutex<HashMap<String, u32>>,
+    /// Per Service whose input is invalid: the fingerprint that failed (not retried until it changes).
+    invalid: Mutex<HashMap<String, String>>,
     /// Per Service: the fingerprint last ensured and the ingress IPs we wrote for it.
     synced: Mutex<HashMap<String, (String, Vec<String>)>>,
     /// Bumped on every node event; the backend list is recomputed when it changes.
@@ -322,7 +380,7 @@ impl Controller {
     }
 
     /// One reconcile of one Service.
-    async fn sync(&self, key: &str) -> Result<(), String> {
+    async fn sync(&self, key: &str) -> Result<(), SyncError> {
         let (ns, name) = key.split_once('/').unwrap_or(("", key));
         let Some(svc) = self.services.get(&ObjectRef::new(name).within(ns)) else {
             self.synced.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
@@ -347,7 +405,7 @@ impl Controller {
                     "DeleteLoadBalancerFailed",
                     format!("Error deleting load balancer: {e}"),
                 );
-                return Err(e.to_string());
+                return Err(e.into());
             }
             if !current_ingress(&svc).is_empty() && svc.metadata.deletion_timestamp.is_none() {
                 self.set_status(&svc, &LoadBalancerStatus::default()).await?;
@@ -365,6 +423,10 @@ impl Controller {
             return Ok(());
         }
         let fp = fingerprint(&svc);
+        // Invalid input already reported for exactly this Service: nothing to retry until it changes.
+        if self.invalid.lock().unwrap_or_else(|p| p.into_inner()).get(key) == Some(&fp) {
+            return Ok(());
+        }
         // Unchanged since we ensured it: nothing to do. An empty ingress with our write on record is the cache
         // not yet showing our own status update (the finalizer and status patches each come back as an event).
         if let Some((done, ingress)) = self.synced.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
@@ -402,13 +464,19 @@ impl Controller {
                 Ok(())
             }
             Err(e) => {
-                self.event(
-                    &svc,
-                    EventType::Warning,
-                    "SyncLoadBalancerFailed",
-                    format!("Error syncing load balancer: {e}"),
-                );
-                Err(e.to_string())
+                let note = if e.is_permanent() {
+                    format!("Error syncing load balancer: {e} (not retried until the Service changes)")
+                } else {
+                    format!("Error syncing load balancer: {e}")
+                };
+                self.event(&svc, EventType::Warning, "SyncLoadBalancerFailed", note);
+                if e.is_permanent() {
+                    self.invalid
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key.to_string(), fp);
+                }
+                Err(e.into())
             }
         }
     }
@@ -418,7 +486,23 @@ impl Controller {
             let key = self.queue.next().await;
             self.settings.metrics.set_depth(COMPONENT, self.queue.len());
             let started = std::time::Instant::now();
-            let result = self.sync(&key).await;
+            // A panic costs this key a retry, not the worker: the key is released below either way.
+            let result = match contain(self.sync(&key)).await {
+                Ok(r) => r,
+                Err(panic) => {
+                    tracing::error!(service = %key, panic = %panic, "service sync panicked; retrying with backoff");
+                    self.settings.metrics.panicked(COMPONENT);
+                    if let Some(svc) = self.cached(&key) {
+                        self.event(
+                            &svc,
+                            EventType::Warning,
+                            "SyncLoadBalancerFailed",
+                            format!("Error syncing load balancer: internal error (panic): {panic}"),
+                        );
+                    }
+                    Err(SyncError::Panic(panic))
+                }
+            };
             self.settings
                 .metrics
                 .observe("service", started.elapsed(), result.is_ok());
@@ -430,9 +514,20 @@ impl Controller {
                 Err(e) => {
                     let n = failures.entry(key.clone()).or_insert(0);
                     *n += 1;
-                    let wait = backoff(*n);
-                    tracing::warn!(service = %key, error = %e, retry_in = ?wait, "service sync failed");
-                    self.queue.add_after(key.clone(), wait);
+                    let delay = match &e {
+                        SyncError::Cloud(c) => retry_delay(Backoff::SERVICE, *n, c),
+                        _ => Some(Backoff::SERVICE.delay(*n)),
+                    };
+                    match delay {
+                        Some(wait) => {
+                            tracing::warn!(service = %key, error = %e, retry_in = ?wait, "service sync failed");
+                            self.queue.add_after(key.clone(), wait);
+                        }
+                        None => {
+                            tracing::warn!(service = %key, error = %e, "service sync failed on invalid input; not retried until the Service changes");
+                            failures.remove(&key);
+                        }
+                    }
                 }
             }
             drop(failures);
@@ -440,13 +535,26 @@ impl Controller {
         }
     }
 
-    /// Calls UpdateLoadBalancer for every LoadBalancer Service (concurrently, `workers` at a time).
+    fn cached(&self, key: &str) -> Option<Arc<Service>> {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        self.services.get(&ObjectRef::new(name).within(ns))
+    }
+
+    /// Calls UpdateLoadBalancer for every LoadBalancer Service whose load balancer we ensured (concurrently,
+    /// `workers` at a time). Services not ensured yet get their nodes when a worker ensures them.
     async fn update_hosts(&self, nodes: &[Node]) -> bool {
+        let ensured: HashSet<String> = self
+            .synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         let services: Vec<Arc<Service>> = self
             .services
             .state()
             .into_iter()
-            .filter(|s| wants_load_balancer(s) && has_finalizer(s))
+            .filter(|s| wants_load_balancer(s) && has_finalizer(s) && ensured.contains(&key_of(s)))
             .collect();
         let results: Vec<bool> = futures::stream::iter(services.into_iter().map(|svc| async move {
             match self
@@ -542,6 +650,7 @@ pub async fn run(
         nodes: nodes.clone(),
         queue: Arc::new(Queue::default()),
         failures: Mutex::new(HashMap::new()),
+        invalid: Mutex::new(HashMap::new()),
         synced: Mutex::new(HashMap::new()),
         node_generation: std::sync::atomic::AtomicU64::new(0),
         backends: Mutex::new(None),
@@ -582,14 +691,25 @@ pub async fn run(
         async move {
             let _ = services.wait_until_ready().await;
             ctl.nodes.ready().await;
-            let workers: Vec<_> = (0..ctl.settings.workers.max(1))
-                .map(|_| tokio::spawn(ctl.clone().worker()))
-                .collect();
+            // The workers belong to this future: aborting the controller (lease lost) aborts them.
+            let mut workers = tokio::task::JoinSet::new();
+            for _ in 0..ctl.settings.workers.max(1) {
+                workers.spawn(ctl.clone().worker());
+            }
             tracing::info!(workers = workers.len(), "service controller running");
-            ctl.node_sync(node_changed).await;
+            tokio::select! {
+                _ = ctl.node_sync(node_changed) => {}
+                // A worker never returns (panics are contained per key); if one does, the controller ends and
+                // the supervisor fails /healthz.
+                r = workers.join_next() => tracing::error!(result = ?r.map(|r| r.map_err(|e| e.to_string())), "a service worker stopped"),
+            }
         }
     };
-    tokio::join!(feed_services, feed_nodes, start_workers);
+    let timers = {
+        let ctl = ctl.clone();
+        async move { ctl.queue.run_timers().await }
+    };
+    tokio::join!(feed_services, feed_nodes, timers, start_workers);
 }
 
 #[cfg(test)]
@@ -598,9 +718,34 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_5s_to_300s() {
-        let d: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        let d: Vec<u64> = (1..=8).map(|n| Backoff::SERVICE.delay(n).as_secs()).collect();
         assert_eq!(d, [5, 10, 20, 40, 80, 160, 300, 300]);
-        assert_eq!(backoff(100).as_secs(), 300);
+        assert_eq!(Backoff::SERVICE.delay(100).as_secs(), 300);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_wait_in_the_queue_one_per_key_never_cut_short() {
+        let q = Arc::new(Queue::default());
+        let driver = tokio::spawn({
+            let q = q.clone();
+            async move { q.run_timers().await }
+        });
+        // A Retry-After of 30 s, then (a watch event's failure) a 5 s backoff for the same key: one entry,
+        // due at 30 s.
+        q.add_after("a".into(), Duration::from_secs(30));
+        q.add_after("a".into(), Duration::from_secs(5));
+        assert_eq!(q.delayed(), 1);
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert!(q.is_empty(), "retried before Retry-After");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.next().await, "a");
+        q.done("a");
+        // Dropping the driver (the controller stops) means no retry fires.
+        q.add_after("b".into(), Duration::from_secs(1));
+        driver.abort();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(q.is_empty());
     }
 
     #[tokio::test]
