@@ -223,49 +223,7 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     let registry = Arc::new(registry);
     let health = crate::runtime::Health::default();
     let ready = Arc::new(AtomicBool::new(false));
-    let app = axum::Router::new()
-        .route(
-            "/healthz",
-            get({
-                let h = health.clone();
-                move || async move {
-                    match h.status() {
-                        Ok(()) => (axum::http::StatusCode::OK, "ok".to_string()),
-                        Err(reason) => (
-                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("unhealthy: {reason}"),
-                        ),
-                    }
-                }
-            }),
-        )
-        .route(
-            "/readyz",
-            get({
-                let r = ready.clone();
-                move || async move {
-                    if r.load(Ordering::Relaxed) {
-                        (axum::http::StatusCode::OK, "ok")
-                    } else {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "starting: caches not synced",
-                        )
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get({
-                let reg = registry.clone();
-                move || async move {
-                    let mut s = String::new();
-                    let _ = prometheus_client::encoding::text::encode(&mut s, &reg);
-                    ([("content-type", "text/plain; version=0.0.4")], s)
-                }
-            }),
-        );
+    let app = endpoints(health.clone(), ready.clone(), registry.clone());
     let auth = delegated_auth(opts, &client).await?;
     serve_endpoints(opts, app, auth).await?;
 
@@ -405,6 +363,54 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// The endpoints: `/healthz` (500 with the reason once a controller has died or leader election stopped),
+/// `/readyz` (503 until the caches have synced), `/metrics`.
+pub fn endpoints(health: crate::runtime::Health, ready: Arc<AtomicBool>, registry: Arc<Registry>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/healthz",
+            get({
+                let h = health.clone();
+                move || async move {
+                    match h.status() {
+                        Ok(()) => (axum::http::StatusCode::OK, "ok".to_string()),
+                        Err(reason) => (
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("unhealthy: {reason}"),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get({
+                let r = ready.clone();
+                move || async move {
+                    if r.load(Ordering::Relaxed) {
+                        (axum::http::StatusCode::OK, "ok")
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "starting: caches not synced",
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get({
+                let reg = registry.clone();
+                move || async move {
+                    let mut s = String::new();
+                    let _ = prometheus_client::encoding::text::encode(&mut s, &reg);
+                    ([("content-type", "text/plain; version=0.0.4")], s)
+                }
+            }),
+        )
+}
+
 /// The HTTPS configuration: `--tls-cert-file`/`--tls-private-key-file`, else a self-signed certificate for
 /// `localhost` and the host name, generated in memory at start (upstream writes one to `--cert-dir`).
 pub fn tls_config(opts: &Options) -> Result<Arc<rustls::ServerConfig>, String> {
@@ -513,6 +519,35 @@ fn hostname() -> String {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn healthz_fails_with_the_reason_once_a_controller_dies() {
+        let health = crate::runtime::Health::default();
+        let ready = Arc::new(AtomicBool::new(false));
+        let app = endpoints(health.clone(), ready.clone(), Arc::new(Registry::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let get = |path: &'static str| {
+            let url = format!("{url}{path}");
+            async move {
+                let r = reqwest::get(url).await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        assert_eq!(get("/healthz").await.0, 200);
+        assert_eq!(get("/readyz").await.0, 503, "not ready before the caches sync");
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(get("/readyz").await.0, 200);
+        // A controller task ends: the supervisor reports it, /healthz fails with the reason.
+        let mut tasks = crate::runtime::Supervisor::default();
+        tasks.spawn("service", async {});
+        health.fail(tasks.exited().await);
+        let (code, body) = get("/healthz").await;
+        assert_eq!(code, 500);
+        assert!(body.contains("controller service exited"), "{body}");
+        server.abort();
+    }
 
     /// A service whose calls take 20 ms and record how many ran at once.
     struct Probe {

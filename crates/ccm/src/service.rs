@@ -491,7 +491,7 @@ impl Controller {
                 Ok(r) => r,
                 Err(panic) => {
                     tracing::error!(service = %key, panic = %panic, "service sync panicked; retrying with backoff");
-                    self.settings.metrics.panicked(COMPONENT);
+                    self.settings.metrics.panicked("service");
                     if let Some(svc) = self.cached(&key) {
                         self.event(
                             &svc,
