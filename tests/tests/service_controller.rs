@@ -53,7 +53,6 @@ impl LoadBalancer for Misbehaving {
                     ip: Some("20.0.0.1".into()),
                     ..Default::default()
                 }]),
-                ..Default::default()
             }),
         }
     }
