@@ -6,6 +6,7 @@
 //! flight is coalesced into the next one. Every caller gets its own result. Routes of unmanaged nodes
 //! (`kubernetes.azure.com/managed=false`) are kept in memory and never reach ARM.
 
+use crate::arm::shared::{self, SharedCopy};
 use crate::arm::{ArmError, RouteTables};
 use crate::batch::GroupCommit;
 use crate::config::CloudConfig;
@@ -143,11 +144,10 @@ pub struct RouteTableWriter {
     location: String,
     tags: BTreeMap<String, String>,
     queue: GroupCommit<RouteOp, Result<(), CloudError>>,
-    /// The table as our last write returned it (ETag included): saves the GET of the next batch.
-    /// The table as last read or written, and when.
-    last: Mutex<Option<(network::RouteTable, std::time::Instant)>>,
-    /// How long `list` may answer from `last` (`routeTableCacheTTLInSeconds`).
-    ttl: std::time::Duration,
+    /// The table as last read or written (ETag included): `list` answers from it within
+    /// `routeTableCacheTTLInSeconds`; a write reuses it at any age (its ETag turns a stale copy into a 412
+    /// and a re-read, never a lost update), which saves the GET of every batch.
+    copy: SharedCopy<network::RouteTable>,
     unmanaged_nodes: Mutex<std::collections::HashSet<String>>,
     unmanaged_routes: Mutex<HashMap<String, Route>>,
 }
@@ -168,8 +168,9 @@ impl RouteTableWriter {
             location: cfg.location.clone(),
             tags,
             queue: GroupCommit::new(),
-            last: Mutex::new(None),
-            ttl: std::time::Duration::from_secs(cfg.route_table_cache_ttl_in_seconds.max(0) as u64),
+            copy: SharedCopy::new(std::time::Duration::from_secs(
+                u64::try_from(cfg.route_table_cache_ttl_in_seconds).unwrap_or(0),
+            )),
             unmanaged_nodes: Mutex::new(Default::default()),
             unmanaged_routes: Mutex::new(HashMap::new()),
         }
@@ -205,15 +206,13 @@ impl RouteTableWriter {
     /// costs a 412 and a re-read, never a lost update), else a GET.
     async fn read(&self, max_age: Option<std::time::Duration>) -> Result<Option<network::RouteTable>, ArmError> {
         if let Some(max_age) = max_age {
-            if let Some((t, at)) = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-                if at.elapsed() <= max_age {
-                    return Ok(Some(t));
-                }
+            if let Some(Some(t)) = self.copy.get(max_age) {
+                return Ok(Some((*t).clone()));
             }
         }
         match self.client.get(&self.resource_group, &self.table).await {
             Ok(t) => {
-                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((t.clone(), std::time::Instant::now()));
+                self.copy.set(Some(Arc::new(t.clone())));
                 Ok(Some(t))
             }
             Err(e) if e.is_not_found() => Ok(None),
@@ -233,7 +232,7 @@ impl RouteTableWriter {
 
     async fn apply_ops(&self, ops: &[RouteOp]) -> Result<Vec<Result<(), String>>, ArmError> {
         let mut fresh = false;
-        for attempt in 0..3 {
+        for attempt in 0..shared::MAX_ATTEMPTS {
             let current = self.read((!fresh).then_some(std::time::Duration::MAX)).await?;
             let set = current.as_ref().map(to_set).unwrap_or_default();
             let (next, results, changed) = plan(&set, ops, &self.table);
@@ -250,7 +249,7 @@ impl RouteTableWriter {
             });
             let props = table.properties.get_or_insert_with(Default::default);
             props.routes = to_routes(&next);
-            props.subnets.clear(); // read-only
+            props.subnets.clear(); // read-only (the typed form of shared::strip_read_only for route tables)
             match self
                 .client
                 .create_or_update(&self.resource_group, &self.table, &table)
@@ -258,16 +257,16 @@ impl RouteTableWriter {
             {
                 Ok(written) => {
                     tracing::info!(route_table = %self.table, routes = next.len(), changes = ops.len(), "route table updated");
-                    *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((written, std::time::Instant::now()));
+                    self.copy.set(Some(Arc::new(written)));
                     return Ok(results);
                 }
-                Err(e) if e.is_conflict() && attempt < 2 => {
+                Err(e) if e.is_conflict() && attempt + 1 < shared::MAX_ATTEMPTS => {
                     tracing::debug!(route_table = %self.table, "route table changed under us; re-reading");
-                    *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    self.copy.forget();
                     fresh = true;
                 }
                 Err(e) => {
-                    *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    self.copy.forget();
                     return Err(e);
                 }
             }
@@ -299,7 +298,7 @@ impl RouteTableWriter {
     /// Routes in the table (a missing table has none; read at most once per `routeTableCacheTTLInSeconds`,
     /// our own writes refresh the copy) plus the in-memory routes of unmanaged nodes.
     pub async fn list(&self) -> Result<Vec<Route>, CloudError> {
-        let table = self.read(Some(self.ttl)).await.map_err(CloudError::Arm)?;
+        let table = self.read(Some(self.copy.ttl())).await.map_err(CloudError::Arm)?;
         let mut out: Vec<Route> = table
             .as_ref()
             .map(to_set)

@@ -619,3 +619,51 @@ async fn basic_sku_spreads_services_over_the_availability_sets_load_balancers() 
     assert!(lb(&sim, "as2").is_none());
     assert_no_leftovers(&sim);
 }
+
+#[tokio::test]
+async fn each_shared_resource_keeps_its_copy_for_its_own_ttl() {
+    // The security group is re-read after nsgCacheTTLInSeconds; the load balancer copy (600 s) is reused.
+    let (sim, cloud, _d) = setup(
+        &Scenario::default_cluster(),
+        json!({"nsgCacheTTLInSeconds": 1, "loadBalancerCacheTTLInSeconds": 600}),
+    )
+    .await;
+    let nodes = Arc::new(nodes(&cloud, &DEFAULT_NODES).await);
+    let gets = |sim: &AzureSim, ty: &str| {
+        sim.calls()
+            .iter()
+            .filter(|c| c.method == "GET" && c.operation == "get" && c.resource_type.ends_with(ty))
+            .count()
+    };
+    cloud
+        .ensure_load_balancer(CLUSTER, &service("one", &uid(40), &[80], json!({})), &nodes)
+        .await
+        .unwrap();
+    let (nsg0, lb0) = (gets(&sim, "networkSecurityGroups"), gets(&sim, "loadBalancers"));
+    cloud
+        .ensure_load_balancer(CLUSTER, &service("two", &uid(41), &[81], json!({})), &nodes)
+        .await
+        .unwrap();
+    assert_eq!(
+        gets(&sim, "networkSecurityGroups"),
+        nsg0,
+        "NSG copy reused within its TTL"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    cloud
+        .ensure_load_balancer(CLUSTER, &service("three", &uid(42), &[82], json!({})), &nodes)
+        .await
+        .unwrap();
+    assert_eq!(
+        gets(&sim, "networkSecurityGroups"),
+        nsg0 + 1,
+        "NSG re-read after nsgCacheTTLInSeconds"
+    );
+    assert_eq!(
+        gets(&sim, "loadBalancers"),
+        lb0,
+        "LB copy reused (loadBalancerCacheTTLInSeconds 600)"
+    );
+    let rules = nsg_rules(&sim);
+    assert!(!rules.is_empty());
+}

@@ -55,10 +55,10 @@ fn values_the_runtime_cannot_honour_are_refused_with_the_key() {
         assert!(err.contains(key), "{doc}: {err}");
         assert!(!err.contains("fast"), "{err}");
     }
-    let (code, _, err) = run(r#"{"useInstanceMetadata": true, "nsgCacheTTLInSeconds": 30}"#);
+    let (code, _, err) = run(r#"{"useInstanceMetadata": true, "disableAPICallCache": true}"#);
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("warning: nsgCacheTTLInSeconds is accepted but has no effect"),
+        err.contains("warning: disableAPICallCache is accepted but has no effect"),
         "{err}"
     );
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod id;
 pub mod metrics;
 pub mod pipeline;
+pub mod shared;
 pub mod throttle;
 
 pub use cache::{ReadMode, TtlCache};

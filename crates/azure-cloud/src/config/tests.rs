@@ -203,8 +203,8 @@ fn flattened_rate_limit_type_errors_name_the_key_not_the_value() {
 
 #[test]
 fn keys_without_effect_are_warned_by_name() {
-    let (_, report) = parse(&with(r#","nsgCacheTTLInSeconds":30,"enableVmssFlexNodes":true"#)).unwrap();
-    for key in ["nsgCacheTTLInSeconds", "enableVmssFlexNodes"] {
+    let (_, report) = parse(&with(r#","disableAPICallCache":true,"enableVmssFlexNodes":true"#)).unwrap();
+    for key in ["disableAPICallCache", "enableVmssFlexNodes"] {
         assert!(
             report
                 .warnings

@@ -422,38 +422,6 @@ pub fn is_empty(lb: &Value) -> bool {
     children_ref(lb, "frontendIPConfigurations").is_empty()
 }
 
-/// Removes read-only properties ARM computes (they would only bloat the PUT).
-pub fn strip_read_only(lb: &mut Value) {
-    if let Some(p) = lb.get_mut("properties").and_then(Value::as_object_mut) {
-        p.remove("provisioningState");
-        p.remove("resourceGuid");
-    }
-    for prop in [
-        "frontendIPConfigurations",
-        "backendAddressPools",
-        "loadBalancingRules",
-        "probes",
-    ] {
-        for c in children(lb, prop) {
-            if let Some(p) = c.get_mut("properties").and_then(Value::as_object_mut) {
-                for k in [
-                    "provisioningState",
-                    "loadBalancingRules",
-                    "backendIPConfigurations",
-                    "inboundNatRules",
-                    "outboundRules",
-                    "outboundRule",
-                ] {
-                    p.remove(k);
-                }
-            }
-            if let Some(o) = c.as_object_mut() {
-                o.remove("etag");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

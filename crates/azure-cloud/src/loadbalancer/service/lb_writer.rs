@@ -11,10 +11,8 @@ impl LoadBalancerApplier {
     pub(super) async fn read_lb(&self, lb_name: &str, fresh: bool) -> Result<Option<Arc<Value>>, CloudError> {
         let st = self.state(lb_name);
         if !fresh {
-            if let Some((v, at)) = st.last.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-                if at.elapsed() < self.lb_ttl {
-                    return Ok(v);
-                }
+            if let Some(v) = st.copy.within_ttl() {
+                return Ok(v);
             }
         }
         let got = match self.clients.load_balancers.get(self.lb_rg(), lb_name).await {
@@ -22,7 +20,7 @@ impl LoadBalancerApplier {
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(arm(e)),
         };
-        *st.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((got.clone(), Instant::now()));
+        st.copy.set(got.clone());
         Ok(got)
     }
 
@@ -112,7 +110,7 @@ impl LoadBalancerApplier {
             (!self.standard()).then(|| names::vm_set_of_load_balancer(lb_name, cluster, self.primary_vm_set()));
         let nodes = self.known_nodes();
         let mut fresh = false;
-        for attempt in 0..3 {
+        for attempt in 0..shared::MAX_ATTEMPTS {
             let current = self.read_lb(lb_name, fresh).await.map_err(|e| (e, false))?;
             let existed = current.is_some();
             let mut lb = current.as_deref().cloned().unwrap_or_else(|| self.new_lb());
@@ -150,11 +148,11 @@ impl LoadBalancerApplier {
                             load_balancer = lb_name,
                             "load balancer had no frontend left and was deleted"
                         );
-                        *st.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((None, Instant::now()));
+                        st.copy.set(None);
                         return Ok(results.into_iter().map(|r| r.map(|_| None)).collect());
                     }
                     Err(e) => {
-                        *st.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        st.copy.forget();
                         return Err((arm(e), false));
                     }
                 }
@@ -175,7 +173,7 @@ impl LoadBalancerApplier {
             }
             let mut written = current.clone();
             if changed || !existed {
-                plan::strip_read_only(&mut lb);
+                shared::strip_read_only(shared::Kind::LoadBalancer, &mut lb);
                 match self
                     .clients
                     .load_balancers
@@ -190,16 +188,17 @@ impl LoadBalancerApplier {
                             created = !existed,
                             "load balancer updated"
                         );
-                        *st.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Some(v.clone()), Instant::now()));
+                        st.copy.set(Some(v.clone()));
                         written = Some(v);
                     }
-                    Err(e) if e.is_conflict() && attempt < 2 => {
+                    Err(e) if e.is_conflict() && attempt + 1 < shared::MAX_ATTEMPTS => {
                         tracing::debug!(load_balancer = lb_name, "load balancer changed under us; re-reading");
+                        st.copy.forget();
                         fresh = true;
                         continue;
                     }
                     Err(e) => {
-                        *st.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        st.copy.forget();
                         let content = matches!(e.status(), 400 | 404 | 422);
                         return Err((arm(e), content));
                     }

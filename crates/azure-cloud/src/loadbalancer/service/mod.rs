@@ -19,6 +19,7 @@ use super::plan::{self, FrontendWish, ServiceWish};
 use super::rules::{expected_rules, RuleContext};
 use super::security::{self, allow_specs, NsgWish};
 use crate::arm::cache::{ReadMode, TtlCache};
+use crate::arm::shared::{self as shared, SharedCopy};
 use crate::arm::ArmError;
 use crate::batch::GroupCommit;
 use crate::cloud::ArmClients;
@@ -30,7 +31,6 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::time::Instant;
 
 mod lb_writer;
 mod nsg_writer;
@@ -89,12 +89,9 @@ enum LbOp {
 
 type LbResult = Result<Option<Arc<Value>>, CloudError>;
 
-/// A cached copy of a resource (our last write or read) and when it was taken; `None` = known absent.
-type Cached = Option<(Option<Arc<Value>>, Instant)>;
-
 struct LbState {
     queue: GroupCommit<LbOp, LbResult>,
-    last: Mutex<Cached>,
+    copy: SharedCopy<Value>,
 }
 
 /// Public IPs of a resource group by lower-cased name.
@@ -108,7 +105,7 @@ pub struct LoadBalancerApplier {
     membership: Membership,
     lbs: Mutex<HashMap<String, Arc<LbState>>>,
     nsg_queue: GroupCommit<NsgWish, Result<(), CloudError>>,
-    nsg_last: Mutex<Cached>,
+    nsg_copy: SharedCopy<Value>,
     pips: TtlCache<String, PipMap, ArmError>,
     nodes: Mutex<Option<Arc<Vec<Node>>>>,
     lb_ttl: Duration,
@@ -128,6 +125,7 @@ impl LoadBalancerApplier {
     /// An applier over the given clients.
     pub fn new(cfg: Arc<CloudConfig>, clients: ArmClients, vmset: Arc<dyn VmSet>) -> Self {
         let secs = |v: i64| Duration::from_secs(u64::try_from(v).unwrap_or(0));
+        let nsg_ttl = secs(cfg.nsg_cache_ttl_in_seconds);
         Self {
             membership: Membership::new(clients.clone(), vmset.clone(), cfg.clone()),
             lb_ttl: secs(cfg.load_balancer_cache_ttl_in_seconds),
@@ -137,7 +135,7 @@ impl LoadBalancerApplier {
             vmset,
             lbs: Mutex::new(HashMap::new()),
             nsg_queue: GroupCommit::new(),
-            nsg_last: Mutex::new(None),
+            nsg_copy: SharedCopy::new(nsg_ttl),
             nodes: Mutex::new(None),
             events: Mutex::new(None),
         }
@@ -234,7 +232,7 @@ impl LoadBalancerApplier {
             .or_insert_with(|| {
                 Arc::new(LbState {
                     queue: GroupCommit::new(),
-                    last: Mutex::new(None),
+                    copy: SharedCopy::new(self.lb_ttl),
                 })
             })
             .clone()

@@ -16,10 +16,10 @@ impl LoadBalancerApplier {
     pub(super) async fn apply_nsg_ops(&self, wishes: &[NsgWish]) -> Result<Vec<Result<(), CloudError>>, CloudError> {
         let (rg, name) = (&self.cfg.security_group_resource_group, &self.cfg.security_group_name);
         let mut fresh = false;
-        for attempt in 0..3 {
-            let cached = self.nsg_last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for attempt in 0..shared::MAX_ATTEMPTS {
+            let cached = if fresh { None } else { self.nsg_copy.within_ttl() };
             let current = match cached {
-                Some((Some(v), at)) if !fresh && at.elapsed() < self.lb_ttl => v,
+                Some(Some(v)) => v,
                 _ => {
                     let nsg = self.clients.security_groups.get(rg, name).await.map_err(|e| {
                         if e.is_not_found() {
@@ -53,32 +53,23 @@ impl LoadBalancerApplier {
                 }
             }
             if !changed {
-                *self.nsg_last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Some(current), Instant::now()));
+                self.nsg_copy.set(Some(current));
                 return Ok(results);
             }
             nsg["properties"]["securityRules"] = Value::Array(rules);
-            if let Some(p) = nsg.get_mut("properties").and_then(Value::as_object_mut) {
-                for k in [
-                    "provisioningState",
-                    "resourceGuid",
-                    "networkInterfaces",
-                    "subnets",
-                    "defaultSecurityRules",
-                    "flowLogs",
-                ] {
-                    p.remove(k);
-                }
-            }
+            shared::strip_read_only(shared::Kind::SecurityGroup, &mut nsg);
             match self.clients.security_groups.create_or_update(rg, name, &nsg).await {
                 Ok(w) => {
                     tracing::info!(security_group = %name, services = wishes.len(), "security group updated");
-                    *self.nsg_last.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some((Some(Arc::new(w)), Instant::now()));
+                    self.nsg_copy.set(Some(Arc::new(w)));
                     return Ok(results);
                 }
-                Err(e) if e.is_conflict() && attempt < 2 => fresh = true,
+                Err(e) if e.is_conflict() && attempt + 1 < shared::MAX_ATTEMPTS => {
+                    self.nsg_copy.forget();
+                    fresh = true;
+                }
                 Err(e) => {
-                    *self.nsg_last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    self.nsg_copy.forget();
                     return Err(arm(e));
                 }
             }
