@@ -97,6 +97,14 @@ impl AzureCloud {
         clients: ArmClients,
         http: Option<reqwest::Client>,
     ) -> Result<Self, CloudError> {
+        // An embedder may build the config by hand: the same validation as a config file, so nothing we do
+        // not implement runs as something else.
+        let errors = cfg.validate();
+        if !errors.is_empty() {
+            return Err(CloudError::InvalidInput(
+                crate::config::ConfigError::Invalid(errors).to_string(),
+            ));
+        }
         let vm_ttls = |ttl: i64| VmTtls {
             vms: secs(ttl),
             nics: secs(ttl),
@@ -111,9 +119,9 @@ impl AzureCloud {
                 vm_ttls(ttl),
             )
         };
-        let vmset: Arc<dyn VmSet> = match cfg.vm_type.as_str() {
-            "standard" => Arc::new(Dispatch::standard(avsets(cfg.vm_cache_ttl_in_seconds))),
-            "vmss" => {
+        let vmset: Arc<dyn VmSet> = match cfg.vm_kind() {
+            crate::config::VmType::Standard => Arc::new(Dispatch::standard(avsets(cfg.vm_cache_ttl_in_seconds))),
+            crate::config::VmType::Vmss => {
                 let ss = ScaleSets::new(
                     clients.scale_sets.clone(),
                     clients.scale_set_vms.clone(),
@@ -129,11 +137,6 @@ impl AzureCloud {
                 let vms = (!cfg.disable_availability_set_nodes)
                     .then(|| avsets(cfg.non_vmss_uniform_nodes_cache_ttl_in_seconds));
                 Arc::new(Dispatch::vmss(ss, vms))
-            }
-            other => {
-                return Err(CloudError::NotSupported(format!(
-                    "vmType {other:?} is not supported by this version (supported: standard, vmss)"
-                )))
             }
         };
         let imds = match (cfg.use_instance_metadata, http) {

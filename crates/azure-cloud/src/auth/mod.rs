@@ -163,7 +163,7 @@ impl Credential {
         http: reqwest::Client,
         env: EnvLookup<'_>,
     ) -> Result<Arc<Self>, AuthError> {
-        let adfs = cfg.identity_system.eq_ignore_ascii_case("adfs");
+        let adfs = cfg.is_adfs();
         let tenant = if adfs { "adfs" } else { cfg.tenant_id.as_str() };
         let aad = || token_endpoint(&cloud.active_directory_endpoint, tenant, adfs);
         let (method, token_endpoint) = match cfg.credential_kind() {

@@ -6,6 +6,7 @@
 
 mod cloud;
 mod parse;
+mod settings;
 mod sources;
 mod tags;
 mod validate;
@@ -13,6 +14,7 @@ mod validate;
 pub use cloud::{CloudEnvironment, EnvironmentError, KnownCloud, ENVIRONMENT_FILEPATH_ENV};
 use parse::{check_rate_limit_types, deserialize_named, normalise_keys, parse_document};
 pub use parse::{MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH};
+pub use settings::{BackendPoolType, LbSku, PreconfiguredPools, ProbeMode, VmType};
 pub use sources::{merge_secret_config, CloudConfigType};
 pub use tags::parse_tags;
 pub use validate::{
@@ -614,7 +616,7 @@ impl CloudConfig {
 
     /// True for the standard LB SKU.
     pub fn is_standard_sku(&self) -> bool {
-        self.load_balancer_sku.eq_ignore_ascii_case("standard")
+        self.sku() == LbSku::Standard
     }
 
     /// The credential selected, in upstream order: workload identity > managed identity > secret > certificate.

@@ -55,10 +55,6 @@ pub const NO_EFFECT_KEYS: &[(&str, &str)] = &[
         "availabilitySetNodesCacheTTLInSeconds",
         "legacy name; nonVmssUniformNodesCacheTTLInSeconds applies",
     ),
-    (
-        "nsgCacheTTLInSeconds",
-        "the security group copy follows loadBalancerCacheTTLInSeconds",
-    ),
     ("disableAPICallCache", "ARM answers are always cached with their TTLs"),
     ("enableMigrateToIPBasedBackendPoolAPI", "backend pools are not migrated"),
     (

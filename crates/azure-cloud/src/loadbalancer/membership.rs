@@ -410,7 +410,7 @@ impl Membership {
         self.forget();
         let ids: Vec<String> = pools.iter().map(|(_, p)| p.clone()).collect();
         let rg = &self.cfg.resource_group;
-        if self.cfg.vm_type.eq_ignore_ascii_case("vmss") {
+        if self.cfg.vm_kind() == crate::config::VmType::Vmss {
             for ss in self.clients.scale_sets.list(rg).await.map_err(arm)? {
                 let v = to_value(&ss);
                 let Some(name) = ss.resource.name.clone() else { continue };

@@ -158,25 +158,13 @@ impl LoadBalancerApplier {
     }
 
     fn node_ip_mode(&self) -> bool {
-        self.cfg
-            .load_balancer_backend_pool_configuration_type
-            .eq_ignore_ascii_case("nodeIP")
+        self.cfg.pool_type() == crate::config::BackendPoolType::NodeIp
     }
 
     /// Whether node membership of this LB kind is left to someone else
     /// (`preConfiguredBackendPoolLoadBalancerTypes`).
     fn preconfigured(&self, internal: bool) -> bool {
-        match self
-            .cfg
-            .pre_configured_backend_pool_load_balancer_types
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "all" => true,
-            "internal" => internal,
-            "external" => !internal,
-            _ => false,
-        }
+        self.cfg.preconfigured_pools().covers(internal)
     }
 
     fn lb_rg(&self) -> &str {
@@ -217,7 +205,7 @@ impl LoadBalancerApplier {
     }
 
     fn primary_vm_set(&self) -> &str {
-        if self.cfg.vm_type.eq_ignore_ascii_case("standard") {
+        if self.cfg.vm_kind() == crate::config::VmType::Standard {
             &self.cfg.primary_availability_set_name
         } else {
             &self.cfg.primary_scale_set_name
@@ -348,16 +336,12 @@ impl LoadBalancerApplier {
         }
         let local = sspec.external_traffic_policy.as_deref() == Some("Local");
         let shared_path = self.cfg.cluster_service_shared_load_balancer_health_probe_path.clone();
-        let shared_probe = self
-            .cfg
-            .cluster_service_load_balancer_health_probe_mode
-            .eq_ignore_ascii_case("shared")
-            .then(|| {
-                (
-                    i32::try_from(self.cfg.cluster_service_shared_load_balancer_health_probe_port).unwrap_or(10256),
-                    shared_path.as_str(),
-                )
-            });
+        let shared_probe = (self.cfg.probe_mode() == crate::config::ProbeMode::Shared).then(|| {
+            (
+                i32::try_from(self.cfg.cluster_service_shared_load_balancer_health_probe_port).unwrap_or(10256),
+                shared_path.as_str(),
+            )
+        });
         let rctx = RuleContext {
             base: &base,
             standard_sku: self.standard(),
