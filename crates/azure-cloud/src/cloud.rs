@@ -277,6 +277,29 @@ impl AzureCloud {
     }
 }
 
+/// The label upstream uses to mark nodes that are not Azure VMs of this cluster.
+pub const MANAGED_LABEL: &str = "kubernetes.azure.com/managed";
+
+fn is_unmanaged_node(node: &Node) -> bool {
+    node.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_LABEL))
+        .is_some_and(|v| v.eq_ignore_ascii_case("false"))
+}
+
+/// "Not shut down" for a provider id that is not an Azure VM's (another provider, a bare-metal node), an
+/// error for one that looks like an Azure VM's but cannot be parsed (as upstream).
+fn unmanaged_or_unparsable(provider_id: &str) -> Result<bool, CloudError> {
+    if crate::arm::id::is_managed_provider_id(provider_id) {
+        Err(CloudError::InvalidInput(format!(
+            "cannot parse provider id {provider_id:?}: expected azure:///subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name> or .../virtualMachineScaleSets/<set>/virtualMachines/<id>"
+        )))
+    } else {
+        Ok(false)
+    }
+}
+
 #[async_trait]
 impl Instances for AzureCloud {
     async fn node_addresses(&self, node_name: &str) -> Result<Vec<NodeAddress>, CloudError> {
@@ -317,7 +340,8 @@ impl Instances for AzureCloud {
     async fn instance_shutdown_by_provider_id(&self, provider_id: &str) -> Result<bool, CloudError> {
         match self.vmset.node_by_provider_id(provider_id).await {
             Ok(vm) => Ok(vm.is_shut_down()),
-            Err(VmSetError::InstanceNotFound(_)) | Err(VmSetError::NotManaged(_)) => Ok(false),
+            Err(VmSetError::InstanceNotFound(_)) => Ok(false),
+            Err(VmSetError::NotManaged(_)) => unmanaged_or_unparsable(provider_id),
             Err(e) => Err(e.into()),
         }
     }
@@ -326,6 +350,11 @@ impl Instances for AzureCloud {
 #[async_trait]
 impl InstancesV2 for AzureCloud {
     async fn instance_exists(&self, node: &Node) -> Result<bool, CloudError> {
+        // A node labelled `kubernetes.azure.com/managed=false` (on-premises, edge) is not ours to judge: it
+        // exists, so the lifecycle controller never deletes it (as upstream).
+        if is_unmanaged_node(node) {
+            return Ok(true);
+        }
         if let Some(pid) = node
             .spec
             .as_ref()
@@ -345,9 +374,16 @@ impl InstancesV2 for AzureCloud {
     }
 
     async fn instance_shutdown(&self, node: &Node) -> Result<bool, CloudError> {
+        if is_unmanaged_node(node) {
+            return Ok(false);
+        }
         match self.resolve(node).await {
             Ok(vm) => Ok(vm.is_shut_down()),
-            Err(VmSetError::InstanceNotFound(_)) | Err(VmSetError::NotManaged(_)) => Ok(false),
+            Err(VmSetError::InstanceNotFound(_)) => Ok(false),
+            Err(VmSetError::NotManaged(_)) => match node.spec.as_ref().and_then(|s| s.provider_id.as_deref()) {
+                Some(pid) if !pid.is_empty() => unmanaged_or_unparsable(pid),
+                _ => Ok(false),
+            },
             Err(e) => Err(e.into()),
         }
     }

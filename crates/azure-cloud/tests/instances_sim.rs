@@ -154,6 +154,23 @@ async fn runtime_changes_added_stopped_deallocated_deleted() {
     );
     assert!(!cloud.instance_exists(&n2).await.unwrap());
     assert!(!cloud.instance_shutdown(&n2).await.unwrap());
+    // The same gone VM on a node labelled kubernetes.azure.com/managed=false: it exists (never deleted by
+    // the lifecycle controller), as upstream.
+    let mut unmanaged = n2.clone();
+    unmanaged.metadata.labels = Some([("kubernetes.azure.com/managed".to_string(), "false".to_string())].into());
+    assert!(cloud.instance_exists(&unmanaged).await.unwrap());
+    assert!(!cloud.instance_shutdown(&unmanaged).await.unwrap());
+    // A provider id that looks like an Azure VM's but cannot be parsed is an error; another provider's is
+    // "not shut down".
+    let bad = md.provider_id.replace(
+        "/virtualMachineScaleSets/k8s-pool1-vmss/virtualMachines/0",
+        "/virtualMachineScaleSets",
+    );
+    assert!(cloud.instance_shutdown_by_provider_id(&bad).await.is_err(), "{bad}");
+    assert!(!cloud
+        .instance_shutdown_by_provider_id("aws:///us-east-1a/i-0123")
+        .await
+        .unwrap());
 }
 
 #[tokio::test]

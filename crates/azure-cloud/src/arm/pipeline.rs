@@ -585,6 +585,26 @@ impl ArmClient {
         };
         let operation = format!("{}_{}", req.op.metric, req.op.name);
         let resource = req.resource();
+        // A first answer that is already terminal needs no poll (as Azure's SDKs do): a 200/201 whose body
+        // says `provisioningState: Succeeded` is done; Failed/Canceled is the operation's error.
+        if resp.status != 202 {
+            if let Some(state) = provisioning_state(&resp.body) {
+                match state.to_ascii_lowercase().as_str() {
+                    "succeeded" => return Ok(()),
+                    "failed" | "canceled" | "cancelled" => {
+                        let (code, message) = err_fields(&resp.body);
+                        return Err(ArmError::OperationFailed {
+                            operation,
+                            resource,
+                            status: state,
+                            code,
+                            message,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
         let poll_op = Operation {
             name: "poll",
             resource_type: "operations",
@@ -631,6 +651,23 @@ impl ArmClient {
             }
         }
     }
+}
+
+/// `properties.provisioningState` of a resource body, if it has one.
+fn provisioning_state(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Props {
+        #[serde(rename = "provisioningState")]
+        provisioning_state: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Resource {
+        properties: Option<Props>,
+    }
+    serde_json::from_slice::<Resource>(body)
+        .ok()?
+        .properties?
+        .provisioning_state
 }
 
 /// Whether a bearer token may be sent to `url`: https only, and the ARM endpoint's own scheme, host and

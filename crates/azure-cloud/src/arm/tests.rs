@@ -99,6 +99,35 @@ async fn put_sends_if_match_and_follows_async_operation() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_first_answer_already_terminal_is_not_polled() {
+    let mut server = Server::new_async().await;
+    let op_url = format!("{}/ops/op9", server.url());
+    let put = server
+        .mock("PUT", LB_PATH)
+        .match_query(Matcher::Any)
+        .with_status(200)
+        .with_header("azure-asyncoperation", &op_url)
+        .with_body(r#"{"name":"kubernetes","etag":"W/\"e2\"","properties":{"provisioningState":"Succeeded"}}"#)
+        .expect(1)
+        .create_async()
+        .await;
+    let poll = server
+        .mock("GET", "/ops/op9")
+        .match_query(Matcher::Any)
+        .with_body(r#"{"status":"Succeeded"}"#)
+        .expect(0)
+        .create_async()
+        .await;
+    let c = client(&server, |_| {});
+    LoadBalancers::create_or_update(&c, "rg", "kubernetes", &lb_with_etag("W/\"e1\""))
+        .await
+        .unwrap();
+    put.assert_async().await;
+    poll.assert_async().await;
+    assert_eq!(c.arm().metrics().sent().get("GET Microsoft.Network/operations"), None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn failed_operation_carries_arm_code_and_message() {
     let mut server = Server::new_async().await;
     let op_url = format!("{}/ops/op2", server.url());

@@ -2,6 +2,17 @@
 
 use std::collections::BTreeMap;
 
+/// A tag value as upstream keeps it: trimmed, except that a value which trims to `null` (any case) keeps
+/// its spaces — `null` is reserved by ARM, and upstream preserves `" null"` rather than sending `null`.
+fn tag_value(raw: &str) -> &str {
+    let t = raw.trim();
+    if t.eq_ignore_ascii_case("null") {
+        raw
+    } else {
+        t
+    }
+}
+
 /// Parses `tags` (`a=b,c=d`) and merges `tagsMap` over it. A `tagsMap` key equal to a `tags` key
 /// ignoring case replaces it. Malformed pairs and empty keys are skipped with a warning, as upstream does.
 /// Returns the tags and the warnings.
@@ -17,7 +28,7 @@ pub fn parse_tags(tags: &str, tags_map: &BTreeMap<String, String>) -> (BTreeMap<
                 ));
                 continue;
             }
-            let (k, v) = (parts[0].trim(), parts[1].trim());
+            let (k, v) = (parts[0].trim(), tag_value(parts[1]));
             if k.is_empty() {
                 warnings.push(format!("tags: ignoring pair {kv:?} with an empty key"));
                 continue;
@@ -26,7 +37,7 @@ pub fn parse_tags(tags: &str, tags_map: &BTreeMap<String, String>) -> (BTreeMap<
         }
     }
     for (k, v) in tags_map {
-        let (k, v) = (k.trim(), v.trim());
+        let (k, v) = (k.trim(), tag_value(v));
         if k.is_empty() {
             warnings.push("tagsMap: ignoring an entry with an empty key".into());
             continue;
@@ -62,6 +73,13 @@ mod tests {
             ("Team=x", &[("team", "y")], &[("team", "y")], 0),
             ("team=x", &[("team", "y")], &[("team", "y")], 0),
             ("a=1", &[("b", "2"), (" ", "z")], &[("a", "1"), ("b", "2")], 1),
+            // Upstream: keys and values trimmed, but a value that trims to "null" keeps its spaces.
+            (
+                " k = v 1 ,n= null ",
+                &[("m", " Null")],
+                &[("k", "v 1"), ("n", " null "), ("m", " Null")],
+                0,
+            ),
         ];
         for (tags, tm, want, nwarn) in cases {
             let (got, warns) = parse_tags(tags, &map(tm));

@@ -127,7 +127,8 @@ pub fn is_shut_down(provisioning_state: &str, power_state: &str) -> bool {
         && matches!(power_state, "stopped" | "deallocated" | "deallocating")
 }
 
-/// Zone string: `<location lower>-<zone>` for zonal VMs, else the fault domain as a decimal string.
+/// Zone string: `<location lower>-<zone>` for zonal VMs, else the fault domain as a decimal string ("0" when
+/// the VM reports none).
 /// A non-numeric zone is an error, as upstream.
 pub fn zone_failure_domain(location: &str, zone: Option<&str>, fault_domain: Option<i32>) -> Result<String, String> {
     match zone.filter(|z| !z.is_empty()) {
@@ -136,9 +137,8 @@ pub fn zone_failure_domain(location: &str, zone: Option<&str>, fault_domain: Opt
                 .map_err(|_| format!("failed to parse zone {z:?}: not a number"))?;
             Ok(format!("{}-{z}", location.to_ascii_lowercase()))
         }
-        None => fault_domain
-            .map(|f| f.to_string())
-            .ok_or_else(|| "failed to get zone info: no zone and no platform fault domain".to_string()),
+        // No zone and no instance view: fault domain "0", as upstream (its zero value).
+        None => Ok(fault_domain.unwrap_or(0).to_string()),
     }
 }
 
@@ -225,9 +225,8 @@ mod tests {
         assert!(zone_failure_domain("eastus", Some("one"), None)
             .unwrap_err()
             .contains("failed to parse zone"));
-        assert!(zone_failure_domain("eastus", None, None)
-            .unwrap_err()
-            .contains("failed to get zone info"));
+        // Neither a zone nor an instance view: "0", as upstream.
+        assert_eq!(zone_failure_domain("eastus", None, None).unwrap(), "0");
         assert!(is_availability_zone("eastus-1", "EastUS"));
         assert!(!is_availability_zone("1", "eastus"));
     }
