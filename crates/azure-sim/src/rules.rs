@@ -43,7 +43,7 @@ pub fn validate(store: &mut Store, arm_type: &str, id: &str, body: &mut Value) -
     }
     match t.as_str() {
         "microsoft.network/loadbalancers" => load_balancer(store, id, body),
-        "microsoft.network/publicipaddresses" => public_ip(store, body),
+        "microsoft.network/publicipaddresses" => public_ip(store, id, body),
         "microsoft.network/networksecuritygroups" => security_group(body),
         "microsoft.network/routetables" => route_table(body),
         "microsoft.network/networkinterfaces" => nic(store, id, body),
@@ -111,6 +111,28 @@ fn lb_ports(body: &Value) -> Result<(), RuleError> {
         }
     }
     Ok(())
+}
+
+fn zones_of(v: &Value) -> Vec<String> {
+    let mut z: Vec<String> = v
+        .get("zones")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    z.sort();
+    z
+}
+
+/// Zones of an existing public IP or frontend IP configuration cannot be changed (ARM refuses the PUT).
+fn zones_unchanged(what: &str, before: &Value, after: &Value) -> Result<(), RuleError> {
+    let (b, a) = (zones_of(before), zones_of(after));
+    if b == a {
+        return Ok(());
+    }
+    err(
+        "ResourceAvailabilityZonesCannotBeModified",
+        format!("Zones of {what} cannot be modified: they are {b:?}, the request has {a:?}."),
+    )
 }
 
 /// A security rule's port or range: `*`, `N` or `N-M` with 0 ≤ N ≤ M ≤ 65535.
@@ -230,6 +252,18 @@ fn load_balancer(store: &mut Store, id: &str, body: &mut Value) -> Result<(), Ru
     let probes = names(body, "probes");
     let rules = prop_array(body, "loadBalancingRules").to_vec();
     lb_ports(body)?;
+    if let Some(existing) = store.get(id) {
+        for old in prop_array(&existing.body, "frontendIPConfigurations") {
+            let name = old.get("name").and_then(Value::as_str).unwrap_or_default();
+            if let Some(new) = prop_array(body, "frontendIPConfigurations").iter().find(|f| {
+                f.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            }) {
+                zones_unchanged(&format!("frontend IP configuration {name} of {id}"), old, new)?;
+            }
+        }
+    }
     if frontends.len() > MAX_LB_FRONTENDS {
         return err(
             "LoadBalancerFrontendIPConfigurationsLimitReached",
@@ -306,7 +340,10 @@ fn load_balancer(store: &mut Store, id: &str, body: &mut Value) -> Result<(), Ru
     Ok(())
 }
 
-fn public_ip(store: &mut Store, body: &mut Value) -> Result<(), RuleError> {
+fn public_ip(store: &mut Store, id: &str, body: &mut Value) -> Result<(), RuleError> {
+    if let Some(existing) = store.get(id) {
+        zones_unchanged(&format!("public IP address {id}"), &existing.body, body)?;
+    }
     let sku = sku_of(body);
     let method = str_at(body, &["properties", "publicIPAllocationMethod"]).map(lower);
     if sku == "standard" && method.as_deref() == Some("dynamic") {

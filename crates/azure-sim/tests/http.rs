@@ -436,6 +436,40 @@ async fn ranges_names_and_dns_labels_validated_as_arm_does() {
     }
 }
 
+#[tokio::test]
+async fn zones_of_frontends_and_public_ips_cannot_change() {
+    let t = start(SimOptions::default()).await;
+    let lb_path = t.net("loadBalancers/kubernetes");
+    let mut body = lb(&t, "Standard", None);
+    body["properties"]["frontendIPConfigurations"][0]["zones"] = json!(["1", "2", "3"]);
+    assert_eq!(t.put(&lb_path, body.clone()).await.0, 201);
+    // The same frontend without its zones (what a client that plans none would send): refused.
+    let mut without = body.clone();
+    without["properties"]["frontendIPConfigurations"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("zones");
+    let (s, _, v) = t.put(&lb_path, without).await;
+    assert_eq!(
+        (s.as_u16(), code(&v)),
+        (400, "ResourceAvailabilityZonesCannotBeModified")
+    );
+    // Unchanged zones in another order are fine.
+    body["properties"]["frontendIPConfigurations"][0]["zones"] = json!(["3", "1", "2"]);
+    assert_eq!(t.put(&lb_path, body).await.0, 200);
+    let pip = |zones: Value| {
+        json!({"location": "eastus", "sku": {"name": "Standard"}, "zones": zones,
+               "properties": {"publicIPAllocationMethod": "Static"}})
+    };
+    let pip_path = t.net("publicIPAddresses/zonal");
+    assert_eq!(t.put(&pip_path, pip(json!(["1", "2", "3"]))).await.0, 201);
+    let (s, _, v) = t.put(&pip_path, pip(json!([]))).await;
+    assert_eq!(
+        (s.as_u16(), code(&v)),
+        (400, "ResourceAvailabilityZonesCannotBeModified")
+    );
+}
+
 fn urlencoding(s: &str) -> String {
     s.replace(' ', "%20")
 }

@@ -146,8 +146,15 @@ fn frontend_value(f: &FrontendWish, current: Option<&Value>) -> Value {
         props.insert("privateIPAddressVersion".into(), json!(f.family.as_str()));
     }
     let mut v = json!({ "name": f.name, "properties": Value::Object(props) });
-    if !f.zones.is_empty() {
-        v["zones"] = json!(f.zones);
+    // Zones of a frontend cannot change in Azure: an existing frontend keeps its own (e.g. the region's
+    // zones upstream gave an internal frontend); only a new one gets the planned zones.
+    match current
+        .and_then(|c| c.get("zones"))
+        .filter(|z| z.as_array().is_some_and(|a| !a.is_empty()))
+    {
+        Some(z) => v["zones"] = z.clone(),
+        None if !f.zones.is_empty() => v["zones"] = json!(f.zones),
+        None => {}
     }
     v
 }
@@ -157,7 +164,7 @@ fn probe_value(p: &PlannedProbe) -> Value {
         "protocol": p.protocol,
         "port": p.port,
         "intervalInSeconds": p.interval,
-        "numberOfProbes": p.num,
+        // As upstream: `probeThreshold` only (`numberOfProbes` is the deprecated form).
         "probeThreshold": p.num,
     });
     if let Some(path) = &p.path {
@@ -172,7 +179,8 @@ fn probe_key(v: &Value) -> Value {
         "protocol": p.get("protocol").and_then(Value::as_str).map(lower),
         "port": p.get("port"),
         "interval": p.get("intervalInSeconds"),
-        "num": p.get("numberOfProbes"),
+        // Upstream writes only probeThreshold; older probes may carry only numberOfProbes.
+        "num": p.get("probeThreshold").filter(|v| !v.is_null()).or_else(|| p.get("numberOfProbes")),
         "path": p.get("requestPath"),
     })
 }
@@ -191,8 +199,9 @@ fn rule_value(r: &PlannedRule, lb_id: &str, frontend: &str, pool: &str) -> Value
     if r.tcp_reset {
         props["enableTcpReset"] = json!(true);
     }
-    if r.disable_outbound_snat {
-        props["disableOutboundSnat"] = json!(true);
+    if r.standard_sku {
+        // As upstream: explicit on standard load balancers, true or false.
+        props["disableOutboundSnat"] = json!(r.disable_outbound_snat);
     }
     if let Some(probe) = &r.probe {
         props["probe"] = json!({ "id": child_id(lb_id, "probes", probe) });
@@ -439,6 +448,7 @@ mod tests {
             idle_timeout_minutes: 4,
             tcp_reset: true,
             disable_outbound_snat: false,
+            standard_sku: true,
             probe: Some(name.into()),
             family,
         }
@@ -504,6 +514,49 @@ mod tests {
             apply_service(&mut echoed, LB, "kubernetes", &wish("aaa", &[80, 443])),
             Ok(false)
         );
+    }
+
+    /// Taking over upstream's load balancer sends no write: upstream's probes carry only `probeThreshold`,
+    /// its internal frontends the region's zones (immutable in Azure), its rules `disableOutboundSnat: false`.
+    #[test]
+    fn upstreams_load_balancer_needs_no_write_and_zones_are_never_changed() {
+        let mut lb = json!({});
+        apply_service(&mut lb, LB, "kubernetes", &wish("aaa", &[80])).unwrap();
+        // What upstream would have written for the same Service.
+        let mut upstream: Value = lb.clone();
+        upstream["properties"]["frontendIPConfigurations"][0]["zones"] = json!(["1", "2", "3"]);
+        let probe = &mut upstream["properties"]["probes"][0]["properties"];
+        probe.as_object_mut().unwrap().remove("numberOfProbes");
+        probe["probeThreshold"] = json!(2);
+        assert_eq!(
+            apply_service(&mut upstream, LB, "kubernetes", &wish("aaa", &[80])),
+            Ok(false),
+            "{upstream:#}"
+        );
+        // A real change keeps the frontend's zones as they are.
+        assert_eq!(
+            apply_service(&mut upstream, LB, "kubernetes", &wish("aaa", &[81])),
+            Ok(true)
+        );
+        assert_eq!(
+            upstream["properties"]["frontendIPConfigurations"][0]["zones"],
+            json!(["1", "2", "3"])
+        );
+        // Older probes with only numberOfProbes are equal too.
+        let mut old = lb.clone();
+        let probe = &mut old["properties"]["probes"][0]["properties"];
+        probe.as_object_mut().unwrap().remove("probeThreshold");
+        probe["numberOfProbes"] = json!(2);
+        assert_eq!(
+            apply_service(&mut old, LB, "kubernetes", &wish("aaa", &[80])),
+            Ok(false)
+        );
+        // Our writes are property-identical to upstream's.
+        let rule = &lb["properties"]["loadBalancingRules"][0]["properties"];
+        assert_eq!(rule["disableOutboundSnat"], json!(false));
+        assert!(lb["properties"]["probes"][0]["properties"]
+            .get("numberOfProbes")
+            .is_none());
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct PlannedRule {
     pub tcp_reset: bool,
     /// `disableOutboundSnat` (standard SKU).
     pub disable_outbound_snat: bool,
+    /// The load balancer is of the standard SKU (`disableOutboundSnat` is then written explicitly).
+    pub standard_sku: bool,
     /// The probe the rule uses, by name.
     pub probe: Option<String>,
     /// Address family of the frontend and pool.
@@ -239,6 +241,7 @@ pub fn expected_rules(
                 idle_timeout_minutes: spec.idle_timeout_minutes.unwrap_or(DEFAULT_IDLE_TIMEOUT),
                 tcp_reset: ctx.standard_sku && protocol != "Udp" && !spec.tcp_reset_disabled,
                 disable_outbound_snat: ctx.standard_sku && ctx.disable_outbound_snat,
+                standard_sku: ctx.standard_sku,
                 probe,
                 family,
             });
