@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod api;
+pub mod defaults;
 pub mod kinds;
 pub mod patch;
 pub mod reviews;

@@ -287,6 +287,19 @@ impl Store {
             "metadata": {"resourceVersion": self.rv.to_string()}, "items": items})
     }
 
+    /// Defaults and allocates a Service as the API server does (`crate::defaults`).
+    fn default_service(&self, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+        let own_uid = old.and_then(|o| meta(o, "uid"));
+        let mut taken = crate::defaults::Taken::of(
+            self.objects
+                .values()
+                .filter(|v| v.get("kind").and_then(Value::as_str) == Some("Service"))
+                .filter(|v| own_uid.is_none() || meta(v, "uid") != own_uid),
+        );
+        crate::defaults::service(obj, old, &mut taken)
+            .map_err(|m| ApiError::new(422, "Invalid", format!("Service: {m}")))
+    }
+
     /// POST.
     pub fn create(&mut self, kind: &Kind, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
         if !obj.is_object() {
@@ -312,6 +325,9 @@ impl Store {
                 "AlreadyExists",
                 format!("{} \"{name}\" already exists", kind.plural),
             ));
+        }
+        if kind.kind == "Service" {
+            self.default_service(&mut obj, None)?;
         }
         obj["apiVersion"] = json!(kind.api_version());
         obj["kind"] = json!(kind.kind);
@@ -361,13 +377,13 @@ impl Store {
         }
         if kind.status {
             if status_only {
-                let status = new.get("status").cloned();
-                new = old.clone();
-                match status {
-                    Some(s) => new["status"] = s,
+                // As the API server's status strategies: the spec stays as it was; status and metadata
+                // (labels, annotations, finalizers) are taken from the request.
+                match old.get("spec") {
+                    Some(s) => new["spec"] = s.clone(),
                     None => {
                         if let Some(m) = new.as_object_mut() {
-                            m.remove("status");
+                            m.remove("spec");
                         }
                     }
                 }
@@ -387,6 +403,9 @@ impl Store {
                     }
                 }
             }
+        }
+        if kind.kind == "Service" && !status_only {
+            self.default_service(&mut new, Some(&old))?;
         }
         new["apiVersion"] = json!(kind.api_version());
         new["kind"] = json!(kind.kind);
