@@ -43,6 +43,8 @@ pub struct ArmClients {
     pub subnets: Arc<dyn Subnets>,
     /// Managed disks.
     pub disks: Arc<dyn crate::arm::Disks>,
+    /// Resource providers (the region's zones).
+    pub providers: Arc<dyn crate::arm::ResourceProviders>,
 }
 
 impl From<AzureClients> for ArmClients {
@@ -59,7 +61,8 @@ impl From<AzureClients> for ArmClients {
             security_groups: c.clone(),
             route_tables: c.clone(),
             subnets: c.clone(),
-            disks: c,
+            disks: c.clone(),
+            providers: c,
         }
     }
 }

@@ -667,3 +667,38 @@ async fn each_shared_resource_keeps_its_copy_for_its_own_ttl() {
     let rules = nsg_rules(&sim);
     assert!(!rules.is_empty());
 }
+
+#[tokio::test]
+async fn new_public_ips_and_internal_frontends_get_the_regions_zones() {
+    // As upstream: zone-redundant standard public IPs and internal frontends in a zonal region (zones from
+    // the Compute provider's zoneMappings, read once).
+    let (sim, cloud, _d) = setup(&Scenario::default_cluster(), json!({})).await;
+    let nodes = Arc::new(nodes(&cloud, &DEFAULT_NODES).await);
+    cloud
+        .ensure_load_balancer(CLUSTER, &service("ext", &uid(50), &[80], json!({})), &nodes)
+        .await
+        .unwrap();
+    let internal = service(
+        "int",
+        &uid(51),
+        &[80],
+        json!({"service.beta.kubernetes.io/azure-load-balancer-internal": "true"}),
+    );
+    cloud.ensure_load_balancer(CLUSTER, &internal, &nodes).await.unwrap();
+    let zones = json!(["1", "2", "3"]);
+    let pips = public_ips(&sim);
+    assert_eq!(pips.len(), 1);
+    assert_eq!(pips[0]["zones"], zones);
+    let ilb = lb(&sim, &format!("{CLUSTER}-internal")).unwrap();
+    assert_eq!(ilb["properties"]["frontendIPConfigurations"][0]["zones"], zones);
+    let provider_reads = sim
+        .calls()
+        .iter()
+        .filter(|c| c.resource_type.ends_with("providers"))
+        .count();
+    assert_eq!(provider_reads, 1, "the region's zones are read once");
+    // A second pass writes nothing.
+    let before = total_writes(&sim);
+    cloud.ensure_load_balancer(CLUSTER, &internal, &nodes).await.unwrap();
+    assert_eq!(total_writes(&sim), before);
+}

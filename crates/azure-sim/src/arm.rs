@@ -25,6 +25,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/metadata/identity/oauth2/token", get(identity::imds_token))
         .route("/{tenant}/oauth2/v2.0/token", post(identity::aad_token))
         .route("/{tenant}/oauth2/token", post(identity::aad_token))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(identity::openid_configuration),
+        )
+        .route(
+            "/adfs/.well-known/openid-configuration",
+            get(identity::openid_configuration),
+        )
+        .route(
+            "/subscriptions/{sub}/providers/Microsoft.Compute",
+            get(identity::compute_provider),
+        )
         .route("/_sim/calls", get(admin::calls))
         .route("/_sim/reset", post(admin::reset))
         .route(

@@ -37,21 +37,98 @@ fn issue_token(s: &Shared) -> (String, u64) {
     (token, s.opts.token_ttl.as_secs())
 }
 
-/// `GET /metadata/endpoints`.
-pub(crate) async fn endpoints(State(s): State<Arc<Shared>>) -> Response {
+/// `GET /metadata/endpoints`: one environment object for api-version 2019-05-01 (and older), an array of
+/// environments (picked by `name`) for 2022-09-01 and later, as ARM answers.
+pub(crate) async fn endpoints(State(s): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>) -> Response {
     record(
         &s,
         call(&s, "GET", "Metadata", "metadata/endpoints", "metadata", Kind::Read, 200),
     );
     let base = format!("{}/", s.base_url);
-    json_ok(json!({
+    let env = json!({
         "name": "AzureSim",
         "resourceManager": base,
         "portal": base,
         "galleryEndpoint": base,
         "graphEndpoint": base,
-        "authentication": {"loginEndpoint": base, "audiences": [AUDIENCE]},
+        "authentication": {"loginEndpoint": base, "audiences": [AUDIENCE], "tenant": "common", "identityProvider": "AAD"},
         "suffixes": {"storage": "core.windows.net", "keyVaultDns": "vault.azure.net"},
+    });
+    let api = q.get("api-version").map(String::as_str).unwrap_or("2019-05-01");
+    if api >= "2022-09-01" {
+        json_ok(json!([env]))
+    } else {
+        json_ok(env)
+    }
+}
+
+/// `GET /{tenant}/v2.0/.well-known/openid-configuration` and `GET /adfs/.well-known/openid-configuration`:
+/// the discovery documents MSAL reads before its first token request.
+pub(crate) async fn openid_configuration(State(s): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    let (issuer, token, authorize) = if path.starts_with("/adfs/") {
+        let base = format!("{}/adfs", s.base_url);
+        (
+            base.clone(),
+            format!("{base}/oauth2/token"),
+            format!("{base}/oauth2/authorize"),
+        )
+    } else {
+        let tenant = path.trim_start_matches('/').split('/').next().unwrap_or("common");
+        let base = format!("{}/{tenant}", s.base_url);
+        (
+            format!("{base}/v2.0"),
+            format!("{base}/oauth2/v2.0/token"),
+            format!("{base}/oauth2/v2.0/authorize"),
+        )
+    };
+    json_ok(json!({
+        "issuer": issuer,
+        "token_endpoint": token,
+        "authorization_endpoint": authorize,
+        "jwks_uri": format!("{}/discovery/v2.0/keys", s.base_url),
+        "response_types_supported": ["code", "id_token", "token"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "tenant_region_scope": "NA",
+    }))
+}
+
+/// `GET /subscriptions/{sub}/providers/Microsoft.Compute`: the provider's resource types with the region's
+/// availability zones (`zoneMappings`), which clients read to give new resources the region's zones.
+pub(crate) async fn compute_provider(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(sub): axum::extract::Path<String>,
+) -> Response {
+    record(
+        &s,
+        call(&s, "GET", "Microsoft.Compute", "providers", "get", Kind::Read, 200),
+    );
+    let location = s.cluster.location.clone();
+    let zones = s.opts.region_zones.clone();
+    let types: Vec<Value> = [
+        "virtualMachines",
+        "virtualMachineScaleSets",
+        "disks",
+        "availabilitySets",
+    ]
+    .iter()
+    .map(|t| {
+        json!({
+            "resourceType": t,
+            "locations": [location],
+            "zoneMappings": [{"location": location, "zones": zones}],
+            "apiVersions": ["2024-07-01"],
+        })
+    })
+    .collect();
+    json_ok(json!({
+        "id": format!("/subscriptions/{sub}/providers/Microsoft.Compute"),
+        "namespace": "Microsoft.Compute",
+        "registrationState": "Registered",
+        "resourceTypes": types,
     }))
 }
 

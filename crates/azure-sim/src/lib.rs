@@ -73,6 +73,9 @@ pub struct SimOptions {
     pub token_ttl: Duration,
     /// How long a `timeout` fault holds the request before answering nothing useful.
     pub hang: Duration,
+    /// The region's availability zones (`zoneMappings` of the Microsoft.Compute provider); empty for a
+    /// region without zones.
+    pub region_zones: Vec<String>,
 }
 
 impl Default for SimOptions {
@@ -91,6 +94,7 @@ impl Default for SimOptions {
             clock_speed: 1.0,
             token_ttl: Duration::from_secs(3600),
             hang: Duration::from_secs(120),
+            region_zones: vec!["1".into(), "2".into(), "3".into()],
         }
     }
 }

@@ -542,10 +542,31 @@ pub fn release_disks(store: &mut Store, vm_id: &str, keep: &HashSet<String>) {
     }
 }
 
+/// The scale-set id of a scale set or of one of its instances (or their NICs).
+fn scale_set_of(id: &str) -> Option<String> {
+    let l = lower(id);
+    let i = l.find("/virtualmachinescalesets/")?;
+    let rest = &id[i + "/virtualMachineScaleSets/".len()..];
+    let name = rest.split('/').next()?;
+    Some(format!("{}/virtualMachineScaleSets/{name}", &id[..i]))
+}
+
 /// Refuses deleting a resource that another resource references.
 pub fn check_delete(store: &Store, arm_type: &str, id: &str) -> Result<(), RuleError> {
     let users = store.referrers(id);
     let Some(user) = users.first() else { return Ok(()) };
+    if lower(arm_type) == "microsoft.network/loadbalancers" {
+        // As ARM: the scale set is named (clients parse it to find what to detach), not an instance.
+        if let Some(ss) = users.iter().find_map(|u| scale_set_of(u)) {
+            let lb_name = id.rsplit('/').next().unwrap_or_default();
+            return err(
+                "LoadBalancerInUseByVirtualMachineScaleSet",
+                format!(
+                    "Cannot delete load balancer {id} since its child resources {lb_name} are in use by virtual machine scale set {ss}."
+                ),
+            );
+        }
+    }
     let code = match lower(arm_type).as_str() {
         "microsoft.network/publicipaddresses" => "PublicIPAddressInUse",
         "microsoft.network/networksecuritygroups" => "InUseNetworkSecurityGroupCannotBeDeleted",

@@ -470,6 +470,131 @@ async fn zones_of_frontends_and_public_ips_cannot_change() {
     );
 }
 
+/// MSAL's flow: the OpenID discovery document first, then the token endpoint it names; the Compute
+/// provider's zone mappings; the environments array of `/metadata/endpoints` (api-version 2022-09-01).
+#[tokio::test]
+async fn discovery_documents_as_real_clients_read_them() {
+    let t = start(SimOptions::default()).await;
+    let o = t.sim.options().clone();
+    let doc: Value = t
+        .http
+        .get(format!(
+            "{}/{}/v2.0/.well-known/openid-configuration",
+            t.sim.url(),
+            o.tenant_id
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token_endpoint = doc["token_endpoint"].as_str().unwrap().to_string();
+    assert_eq!(
+        token_endpoint,
+        format!("{}/{}/oauth2/v2.0/token", t.sim.url(), o.tenant_id)
+    );
+    let tok: Value = t
+        .http
+        .post(&token_endpoint)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &o.client_id),
+            ("client_secret", &o.client_secret),
+            ("scope", "https://management.core.windows.net//.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!("{}{}?api-version={NET}", t.sim.url(), t.net("loadBalancers"));
+    let r = t
+        .http
+        .get(&url)
+        .bearer_auth(tok["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let adfs: Value = t
+        .http
+        .get(format!("{}/adfs/.well-known/openid-configuration", t.sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(adfs["token_endpoint"], format!("{}/adfs/oauth2/token", t.sim.url()));
+    // The region's zones, as upstream reads them at start.
+    let c = t.sim.cluster().clone();
+    let (s, _, provider) = t
+        .call(
+            Method::GET,
+            &format!("/subscriptions/{}/providers/Microsoft.Compute", c.subscription),
+            "2021-04-01",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(s, 200);
+    let vms = provider["resourceTypes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resourceType"] == "virtualMachines")
+        .unwrap();
+    assert_eq!(vms["zoneMappings"][0]["location"], c.location.as_str());
+    assert_eq!(vms["zoneMappings"][0]["zones"], json!(["1", "2", "3"]));
+    // Environments: an array for 2022-09-01, an object for 2019-05-01.
+    let envs: Value = t
+        .http
+        .get(format!("{}/metadata/endpoints?api-version=2022-09-01", t.sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let env = envs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "AzureSim")
+        .unwrap();
+    assert_eq!(env["resourceManager"], format!("{}/", t.sim.url()));
+}
+
+/// Deleting a load balancer a scale set still uses: ARM's error names the scale set (clients parse it).
+#[tokio::test]
+async fn load_balancer_in_use_names_the_scale_set() {
+    let t = start(SimOptions::default()).await;
+    let lb_path = t.net("loadBalancers/kubernetes");
+    assert_eq!(t.put(&lb_path, lb(&t, "Standard", None)).await.0, 201);
+    let pool = format!("{lb_path}/backendAddressPools/kubernetes");
+    let ss_id = t
+        .sim
+        .cluster()
+        .id("Microsoft.Compute", "virtualMachineScaleSets/k8s-pool1-vmss");
+    t.sim.with_store(|s, _| {
+        let r = s.get(&ss_id).unwrap().clone();
+        let mut body = r.body.clone();
+        body["properties"]["virtualMachineProfile"]["networkProfile"]["networkInterfaceConfigurations"][0]
+            ["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] =
+            json!([{"id": pool}]);
+        s.put(&ss_id, "Microsoft.Compute/virtualMachineScaleSets", body, 0);
+    });
+    let (s, _, v) = t.call(Method::DELETE, &lb_path, NET, None, &[]).await;
+    assert_eq!(
+        (s.as_u16(), code(&v)),
+        (400, "LoadBalancerInUseByVirtualMachineScaleSet")
+    );
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.ends_with(&format!("virtual machine scale set {ss_id}.")), "{msg}");
+}
+
 fn urlencoding(s: &str) -> String {
     s.replace(' ', "%20")
 }

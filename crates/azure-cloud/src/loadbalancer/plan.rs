@@ -148,11 +148,13 @@ fn frontend_value(f: &FrontendWish, current: Option<&Value>) -> Value {
     let mut v = json!({ "name": f.name, "properties": Value::Object(props) });
     // Zones of a frontend cannot change in Azure: an existing frontend keeps its own (e.g. the region's
     // zones upstream gave an internal frontend); only a new one gets the planned zones.
-    match current
-        .and_then(|c| c.get("zones"))
-        .filter(|z| z.as_array().is_some_and(|a| !a.is_empty()))
-    {
-        Some(z) => v["zones"] = z.clone(),
+    match current {
+        // An existing frontend keeps exactly its zones, none included.
+        Some(c) => {
+            if let Some(z) = c.get("zones").filter(|z| z.as_array().is_some_and(|a| !a.is_empty())) {
+                v["zones"] = z.clone();
+            }
+        }
         None if !f.zones.is_empty() => v["zones"] = json!(f.zones),
         None => {}
     }
@@ -540,6 +542,19 @@ mod tests {
         );
         assert_eq!(
             upstream["properties"]["frontendIPConfigurations"][0]["zones"],
+            json!(["1", "2", "3"])
+        );
+        // A frontend we created without zones never gets any added (that PUT would fail too).
+        let mut zonal_wish = wish("aaa", &[80]);
+        zonal_wish.frontends[0].zones = vec!["1".into(), "2".into(), "3".into()];
+        let mut ours = lb.clone();
+        assert_eq!(apply_service(&mut ours, LB, "kubernetes", &zonal_wish), Ok(false));
+        assert!(ours["properties"]["frontendIPConfigurations"][0].get("zones").is_none());
+        // A new frontend gets the planned zones.
+        let mut fresh = json!({});
+        apply_service(&mut fresh, LB, "kubernetes", &zonal_wish).unwrap();
+        assert_eq!(
+            fresh["properties"]["frontendIPConfigurations"][0]["zones"],
             json!(["1", "2", "3"])
         );
         // Older probes with only numberOfProbes are equal too.

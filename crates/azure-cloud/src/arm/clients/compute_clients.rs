@@ -55,6 +55,64 @@ impl Disks for AzureClients {
     }
 }
 
+const PROVIDER_GET: Operation = op(C, "providers", "provider", "get", "virtualMachineRateLimit");
+/// api-version of the resource-provider API.
+pub const PROVIDERS_API_VERSION: &str = "2021-04-01";
+
+/// `East US` and `eastus` are the same location.
+fn same_location(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_ascii_lowercase()
+    };
+    norm(a) == norm(b)
+}
+
+#[async_trait]
+impl ResourceProviders for AzureClients {
+    async fn region_zones(&self, location: &str) -> Result<Vec<String>, ArmError> {
+        let path = format!("/subscriptions/{}/providers/Microsoft.Compute", self.subscription);
+        let v: serde_json::Value = self
+            .arm
+            .get_json(ArmRequest::new(Method::GET, path, PROVIDERS_API_VERSION, PROVIDER_GET))
+            .await?;
+        let mut zones: Vec<String> = v
+            .get("resourceTypes")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|t| {
+                t.get("resourceType")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|r| r.eq_ignore_ascii_case("virtualMachines"))
+            })
+            .flat_map(|t| {
+                t.get("zoneMappings")
+                    .and_then(serde_json::Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|m| {
+                m.get("location")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|l| same_location(l, location))
+            })
+            .flat_map(|m| {
+                m.get("zones")
+                    .and_then(serde_json::Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|z| z.as_str().map(str::to_string))
+            .collect();
+        zones.sort();
+        zones.dedup();
+        Ok(zones)
+    }
+}
+
 const AS_GET: Operation = op(C, "availabilitySets", "vmas", "get", "virtualMachineRateLimit");
 const AS_LIST: Operation = op(C, "availabilitySets", "vmas", "list", "virtualMachineRateLimit");
 

@@ -274,6 +274,14 @@ pub trait RouteTables: Send + Sync {
     ) -> Result<network::RouteTable, ArmError>;
 }
 
+/// Resource providers: the region's availability zones (`zoneMappings` of `Microsoft.Compute`).
+#[async_trait]
+pub trait ResourceProviders: Send + Sync {
+    /// The availability zones of `location` (sorted; empty for a region without zones), from
+    /// `GET /subscriptions/<sub>/providers/Microsoft.Compute`.
+    async fn region_zones(&self, location: &str) -> Result<Vec<String>, ArmError>;
+}
+
 /// Subnets.
 #[async_trait]
 pub trait Subnets: Send + Sync {

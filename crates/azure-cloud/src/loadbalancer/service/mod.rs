@@ -108,6 +108,8 @@ pub struct LoadBalancerApplier {
     nsg_copy: SharedCopy<Value>,
     pips: TtlCache<String, PipMap, ArmError>,
     nodes: Mutex<Option<Arc<Vec<Node>>>>,
+    /// The region's availability zones (read once: new standard public IPs and internal frontends get them).
+    region_zones: tokio::sync::OnceCell<Vec<String>>,
     lb_ttl: Duration,
     events: Mutex<Option<Arc<dyn EventSink>>>,
 }
@@ -137,6 +139,7 @@ impl LoadBalancerApplier {
             nsg_queue: GroupCommit::new(),
             nsg_copy: SharedCopy::new(nsg_ttl),
             nodes: Mutex::new(None),
+            region_zones: tokio::sync::OnceCell::new(),
             events: Mutex::new(None),
         }
     }
@@ -151,6 +154,29 @@ impl LoadBalancerApplier {
         if let Some(sink) = self.events.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             sink.warning(service, w.reason, &w.message);
         }
+    }
+
+    /// The region's availability zones for new standard-SKU public IPs and internal frontends, as upstream
+    /// gives them (zone-redundant in zonal regions); read once from the Compute provider's `zoneMappings`.
+    /// Basic SKU: none. Existing frontends and public IPs keep theirs (zones cannot change in Azure).
+    async fn region_zones(&self) -> Result<&[String], CloudError> {
+        if !self.standard() {
+            return Ok(&[]);
+        }
+        let zones = self
+            .region_zones
+            .get_or_try_init(|| async {
+                let z = self
+                    .clients
+                    .providers
+                    .region_zones(&self.cfg.location)
+                    .await
+                    .map_err(arm)?;
+                tracing::info!(location = %self.cfg.location, zones = ?z, "region availability zones");
+                Ok::<_, CloudError>(z)
+            })
+            .await?;
+        Ok(zones.as_slice())
     }
 
     fn standard(&self) -> bool {

@@ -265,6 +265,7 @@ impl LoadBalancerApplier {
                 annotations::PREFIX
             )));
         }
+        let region_zones = self.region_zones().await?;
         let ctx = FrontendContext {
             cluster,
             base,
@@ -275,7 +276,7 @@ impl LoadBalancerApplier {
             vnet: &self.cfg.vnet_name,
             subnet: &self.cfg.subnet_name,
             standard_sku: self.standard(),
-            region_zones: &[],
+            region_zones,
             config_tags: &config_tags,
         };
         let mut out = Frontends {
