@@ -10,6 +10,73 @@ use super::names::{allow_security_rule_name, deny_all_security_rule_name, servic
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
+/// What one Service wants from the NSG, purely from its ports, its annotations (`spec`), the addresses of its
+/// frontends, the nodes' addresses (used when floating IP is off: traffic then reaches the nodes' own
+/// addresses on the node ports) and the addresses its status still shows (their old rules are removed).
+pub fn service_wish(
+    ports: &[k8s_openapi::api::core::v1::ServicePort],
+    spec: &super::annotations::ServiceLbSpec,
+    base: &str,
+    addresses: &[(Family, String)],
+    node_ips: &[(Family, String)],
+    previous: Vec<String>,
+) -> NsgWish {
+    let ports: Vec<(&'static str, i32)> = ports
+        .iter()
+        .map(|p| {
+            let proto = match p.protocol.as_deref().unwrap_or("TCP") {
+                "UDP" => "Udp",
+                "SCTP" => "*",
+                _ => "Tcp",
+            };
+            if spec.ha_ports {
+                ("*", 0)
+            } else if spec.floating_ip_disabled {
+                (proto, p.node_port.unwrap_or(p.port))
+            } else {
+                (proto, p.port)
+            }
+        })
+        .collect();
+    let mut destinations: Vec<(Family, String)> = addresses.to_vec();
+    for ip in &spec.additional_public_ips {
+        destinations.push((if ip.is_ipv6() { Family::V6 } else { Family::V4 }, ip.to_string()));
+    }
+    if spec.floating_ip_disabled {
+        destinations.extend(node_ips.iter().cloned());
+    }
+    let mut allow = Vec::new();
+    let mut deny_all = Vec::new();
+    for &family in &spec.families {
+        let ranges: Vec<String> = spec
+            .source_ranges
+            .iter()
+            .filter(|r| r.addr().is_ipv6() == (family == Family::V6))
+            .map(|r| r.to_string())
+            .collect();
+        let mut sources = ranges.clone();
+        sources.extend(spec.allowed_service_tags.iter().cloned());
+        if sources.is_empty() && spec.source_ranges.is_empty() && !spec.internal && !spec.invalid_ranges {
+            sources.push("Internet".into());
+        }
+        if !spec.nsg_rules_disabled {
+            allow.extend(allow_specs(family, &sources, &ports));
+        }
+        if spec.invalid_ranges || (spec.deny_all_except_source_ranges && !spec.source_ranges.is_empty()) {
+            deny_all.push(family);
+        }
+    }
+    let mut remove = previous;
+    remove.extend(destinations.iter().map(|(_, a)| a.clone()));
+    NsgWish {
+        remove,
+        destinations,
+        allow,
+        deny_all,
+        base: base.to_string(),
+    }
+}
+
 /// Lowest priority the provider uses.
 pub const PRIORITY_MIN: i64 = 500;
 /// Highest priority the provider uses (exclusive).
@@ -250,6 +317,101 @@ pub fn allow_specs(family: Family, sources: &[String], ports: &[(&'static str, i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Table of Services → their NSG wish: (annotations, spec, addresses, expected sources and ports of the
+    /// allow rules, destinations, families denied).
+    #[test]
+    fn service_wish_table() {
+        use crate::loadbalancer::annotations::parse;
+        use k8s_openapi::api::core::v1::Service;
+        type Case = (
+            serde_json::Value,
+            serde_json::Value,
+            Vec<&'static str>,
+            Vec<(Vec<&'static str>, &'static str, Vec<i32>)>,
+            Vec<&'static str>,
+            usize,
+        );
+        let v4 = |a: &str| (Family::V4, a.to_string());
+        let cases: Vec<Case> = vec![
+            // External: from the Internet to the frontend address on the service port.
+            (
+                json!({}),
+                json!({"ports": [{"port": 80, "nodePort": 30080}]}),
+                vec!["20.0.0.1"],
+                vec![(vec!["Internet"], "Tcp", vec![80])],
+                vec!["20.0.0.1"],
+                0,
+            ),
+            // Internal: no Internet rule.
+            (
+                json!({"service.beta.kubernetes.io/azure-load-balancer-internal": "true"}),
+                json!({"ports": [{"port": 80, "nodePort": 30080}]}),
+                vec!["10.240.0.9"],
+                vec![],
+                vec!["10.240.0.9"],
+                0,
+            ),
+            // Source ranges with deny-all: the ranges only, and a deny rule.
+            (
+                json!({"service.beta.kubernetes.io/azure-deny-all-except-load-balancer-source-ranges": "true"}),
+                json!({"ports": [{"port": 443, "nodePort": 30443, "protocol": "TCP"}], "loadBalancerSourceRanges": ["1.2.3.0/24"]}),
+                vec!["20.0.0.2"],
+                vec![(vec!["1.2.3.0/24"], "Tcp", vec![443])],
+                vec!["20.0.0.2"],
+                1,
+            ),
+            // Floating IP off: node ports, to the nodes' addresses as well.
+            (
+                json!({"service.beta.kubernetes.io/azure-disable-load-balancer-floating-ip": "true"}),
+                json!({"ports": [{"port": 53, "nodePort": 30053, "protocol": "UDP"}]}),
+                vec!["20.0.0.3"],
+                vec![(vec!["Internet"], "Udp", vec![30053])],
+                vec!["20.0.0.3", "10.240.0.4"],
+                0,
+            ),
+            // NSG rules disabled: nothing allowed, addresses still tracked.
+            (
+                json!({"service.beta.kubernetes.io/azure-disable-load-balancer-nsg-rule": "true"}),
+                json!({"ports": [{"port": 80, "nodePort": 30080}]}),
+                vec!["20.0.0.4"],
+                vec![],
+                vec!["20.0.0.4"],
+                0,
+            ),
+        ];
+        for (ann, spec, addrs, want_allow, want_dest, denied) in cases {
+            let svc: Service = serde_json::from_value(json!({"metadata": {"name": "s", "namespace": "default", "uid": "u", "annotations": ann}, "spec": spec})).unwrap();
+            let (lb, _) = parse(&svc).unwrap();
+            let addresses: Vec<(Family, String)> = addrs.iter().map(|a| v4(a)).collect();
+            let ports = svc.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
+            let w = service_wish(
+                &ports,
+                &lb,
+                "abc",
+                &addresses,
+                &[v4("10.240.0.4")],
+                vec!["20.9.9.9".into()],
+            );
+            let allow: Vec<(Vec<String>, &str, Vec<i32>)> = w
+                .allow
+                .iter()
+                .map(|a| (a.sources.clone(), a.protocol, a.ports.clone()))
+                .collect();
+            let want: Vec<(Vec<String>, &str, Vec<i32>)> = want_allow
+                .into_iter()
+                .map(|(s, proto, p)| (s.into_iter().map(String::from).collect(), proto, p))
+                .collect();
+            assert_eq!(allow, want, "{svc:?}");
+            let dest: Vec<&str> = w.destinations.iter().map(|(_, a)| a.as_str()).collect();
+            assert_eq!(dest, want_dest);
+            assert_eq!(w.deny_all.len(), denied);
+            assert!(
+                w.remove.contains(&"20.9.9.9".to_string()),
+                "the status's old addresses are removed"
+            );
+        }
+    }
 
     fn internet(ports: &[i32]) -> NsgWish {
         NsgWish {

@@ -108,7 +108,9 @@ impl LoadBalancerApplier {
         let internal = names::is_internal_load_balancer(lb_name);
         let vm_set_filter =
             (!self.standard()).then(|| names::vm_set_of_load_balancer(lb_name, cluster, self.primary_vm_set()));
-        let nodes = self.known_nodes();
+        // The node set of the batch: the latest one its operations carry (a removal carries none; a batch
+        // of removals only leaves membership as it is).
+        let nodes: Option<Arc<Vec<Node>>> = ops.iter().rev().find_map(|op| op.nodes().cloned());
         let mut fresh = false;
         for attempt in 0..shared::MAX_ATTEMPTS {
             let current = self.read_lb(lb_name, fresh).await.map_err(|e| (e, false))?;
@@ -118,7 +120,7 @@ impl LoadBalancerApplier {
             let mut results: Vec<Result<(), CloudError>> = Vec::with_capacity(ops.len());
             for op in ops {
                 results.push(match op {
-                    LbOp::Ensure(w) => match plan::apply_service(&mut lb, &lb_id, lb_name, w) {
+                    LbOp::Ensure(w, _) => match plan::apply_service(&mut lb, &lb_id, lb_name, w) {
                         Ok(c) => {
                             changed |= c;
                             Ok(())
@@ -129,7 +131,7 @@ impl LoadBalancerApplier {
                         changed |= plan::remove_service(&mut lb, base);
                         Ok(())
                     }
-                    LbOp::Nodes => Ok(()),
+                    LbOp::Nodes(_) => Ok(()),
                 });
             }
             if !existed && plan::is_empty(&lb) {

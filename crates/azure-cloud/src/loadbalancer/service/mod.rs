@@ -17,7 +17,7 @@ use super::membership::{Membership, PoolRef};
 use super::names::{self, backend_pool_name, load_balancer_name, service_base_name, Family};
 use super::plan::{self, FrontendWish, ServiceWish};
 use super::rules::{expected_rules, RuleContext};
-use super::security::{self, allow_specs, NsgWish};
+use super::security::{self, NsgWish};
 use crate::arm::cache::{ReadMode, TtlCache};
 use crate::arm::shared::{self as shared, SharedCopy};
 use crate::arm::ArmError;
@@ -79,12 +79,21 @@ fn tags_of(v: &Value) -> BTreeMap<String, String> {
 /// One operation on one LB.
 #[derive(Debug, Clone)]
 enum LbOp {
-    /// Make the service's part of the LB exactly this.
-    Ensure(Box<ServiceWish>),
+    /// Make the service's part of the LB exactly this, with this backend node set.
+    Ensure(Box<ServiceWish>, Arc<Vec<Node>>),
     /// Remove everything the service owns.
     Remove(String),
-    /// Only backend membership (UpdateLoadBalancer).
-    Nodes,
+    /// Only backend membership for this node set (UpdateLoadBalancer).
+    Nodes(Arc<Vec<Node>>),
+}
+
+impl LbOp {
+    fn nodes(&self) -> Option<&Arc<Vec<Node>>> {
+        match self {
+            LbOp::Ensure(_, n) | LbOp::Nodes(n) => Some(n),
+            LbOp::Remove(_) => None,
+        }
+    }
 }
 
 type LbResult = Result<Option<Arc<Value>>, CloudError>;
@@ -252,9 +261,9 @@ impl LoadBalancerApplier {
             .clone()
     }
 
-    /// Keeps the node set for the batch appliers; copies it only when it differs from the one kept (a burst of
-    /// Services passes the same set each time).
-    fn remember_nodes(&self, nodes: &[Node]) {
+    /// The node set as a shared list for the operations that carry it: the same set passed by a burst of
+    /// Services is one copy (an interning cache, not state the writers read: each operation carries its set).
+    fn intern_nodes(&self, nodes: &[Node]) -> Arc<Vec<Node>> {
         let mut kept = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let same = kept.as_ref().is_some_and(|k| {
             k.len() == nodes.len()
@@ -264,13 +273,14 @@ impl LoadBalancerApplier {
                         && a.status.as_ref().map(|s| &s.addresses) == b.status.as_ref().map(|s| &s.addresses)
                 })
         });
-        if !same {
-            *kept = Some(Arc::new(nodes.to_vec()));
+        match kept.as_ref() {
+            Some(k) if same => k.clone(),
+            _ => {
+                let fresh = Arc::new(nodes.to_vec());
+                *kept = Some(fresh.clone());
+                fresh
+            }
         }
-    }
-
-    fn known_nodes(&self) -> Option<Arc<Vec<Node>>> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn parse(&self, service: &Service) -> Result<ServiceLbSpec, CloudError> {
@@ -378,7 +388,7 @@ impl LoadBalancerApplier {
         };
         let (rules, probes) = expected_rules(&spec, &ports, &rctx)
             .map_err(|e| CloudError::InvalidInput(format!("service {key}: {e}")))?;
-        self.remember_nodes(nodes);
+        let nodes = self.intern_nodes(nodes);
         let lb_name = self.choose_lb(cluster, &spec, &base).await?;
         let fronts = self.resolve_frontends(cluster, &spec, &base, &key).await?;
         let wish = ServiceWish {
@@ -393,7 +403,7 @@ impl LoadBalancerApplier {
                 .collect(),
         };
         let lb = self
-            .submit_lb(cluster, &lb_name, LbOp::Ensure(Box::new(wish)))
+            .submit_lb(cluster, &lb_name, LbOp::Ensure(Box::new(wish), nodes.clone()))
             .await?
             .ok_or_else(|| CloudError::Azure(format!("load balancer {lb_name} was not written")))?;
         // Ingress: the PIP address (external) or the frontend's private address (internal).
@@ -414,7 +424,7 @@ impl LoadBalancerApplier {
         // The LB copy is megabytes at scale and each batch writes a new one: let go of it before waiting for
         // the security group (1,000 Services holding 48 generations of a 5,000-node LB took 150 MiB).
         drop(lb);
-        self.submit_nsg(self.nsg_wish(service, &spec, &base, &addresses))
+        self.submit_nsg(self.nsg_wish(service, &spec, &base, &addresses, &nodes))
             .await?;
         // The service's leftovers: the other LB of the pair, PIPs it no longer uses.
         self.submit_lb(cluster, &self.other_lb(&lb_name), LbOp::Remove(base.clone()))
@@ -442,9 +452,9 @@ impl LoadBalancerApplier {
     pub async fn update(&self, cluster: &str, service: &Service, nodes: &[Node]) -> Result<(), CloudError> {
         let spec = self.parse(service)?;
         let base = service_base_name(service.metadata.uid.as_deref().unwrap_or_default());
-        self.remember_nodes(nodes);
+        let nodes = self.intern_nodes(nodes);
         let lb_name = self.choose_lb(cluster, &spec, &base).await?;
-        self.submit_lb(cluster, &lb_name, LbOp::Nodes).await.map(|_| ())
+        self.submit_lb(cluster, &lb_name, LbOp::Nodes(nodes)).await.map(|_| ())
     }
 
     /// EnsureLoadBalancerDeleted: NSG, both LBs of the pair, then the PIPs (in that order, so nothing

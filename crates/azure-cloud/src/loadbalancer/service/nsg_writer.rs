@@ -135,80 +135,36 @@ impl LoadBalancerApplier {
             .unwrap_or_default()
     }
 
+    /// The Service's wish for the NSG: the pure [`security::service_wish`] over its ports, addresses, the
+    /// nodes' addresses (floating IP off) and the addresses its status still shows.
     pub(super) fn nsg_wish(
         &self,
         service: &Service,
         spec: &ServiceLbSpec,
         base: &str,
         addresses: &[(Family, String)],
+        nodes: &[Node],
     ) -> NsgWish {
-        let ports: Vec<(&'static str, i32)> = service
-            .spec
-            .as_ref()
-            .and_then(|s| s.ports.as_ref())
-            .map(|ports| {
-                ports
-                    .iter()
-                    .map(|p| {
-                        let proto = match p.protocol.as_deref().unwrap_or("TCP") {
-                            "UDP" => "Udp",
-                            "SCTP" => "*",
-                            _ => "Tcp",
-                        };
-                        if spec.ha_ports {
-                            ("*", 0)
-                        } else if spec.floating_ip_disabled {
-                            (proto, p.node_port.unwrap_or(p.port))
-                        } else {
-                            (proto, p.port)
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut destinations: Vec<(Family, String)> = addresses.to_vec();
-        for ip in &spec.additional_public_ips {
-            destinations.push((if ip.is_ipv6() { Family::V6 } else { Family::V4 }, ip.to_string()));
-        }
-        if spec.floating_ip_disabled {
-            // Traffic reaches the nodes' own addresses.
-            if let Some(nodes) = self.known_nodes() {
-                for f in &spec.families {
-                    for (_, ip) in self.node_ip_addresses(&nodes, *f) {
-                        destinations.push((*f, ip));
-                    }
-                }
-            }
-        }
-        let mut allow = Vec::new();
-        let mut deny_all = Vec::new();
-        for &family in &spec.families {
-            let ranges: Vec<String> = spec
-                .source_ranges
+        let ports = service.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
+        let node_ips: Vec<(Family, String)> = if spec.floating_ip_disabled {
+            spec.families
                 .iter()
-                .filter(|r| r.addr().is_ipv6() == (family == Family::V6))
-                .map(|r| r.to_string())
-                .collect();
-            let mut sources = ranges.clone();
-            sources.extend(spec.allowed_service_tags.iter().cloned());
-            if sources.is_empty() && spec.source_ranges.is_empty() && !spec.internal && !spec.invalid_ranges {
-                sources.push("Internet".into());
-            }
-            if !spec.nsg_rules_disabled {
-                allow.extend(allow_specs(family, &sources, &ports));
-            }
-            if spec.invalid_ranges || (spec.deny_all_except_source_ranges && !spec.source_ranges.is_empty()) {
-                deny_all.push(family);
-            }
-        }
-        let mut remove = Self::previous_addresses(service);
-        remove.extend(destinations.iter().map(|(_, a)| a.clone()));
-        NsgWish {
-            remove,
-            destinations,
-            allow,
-            deny_all,
-            base: base.to_string(),
-        }
+                .flat_map(|f| {
+                    self.node_ip_addresses(nodes, *f)
+                        .into_iter()
+                        .map(move |(_, ip)| (*f, ip))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        security::service_wish(
+            &ports,
+            spec,
+            base,
+            addresses,
+            &node_ips,
+            Self::previous_addresses(service),
+        )
     }
 }
