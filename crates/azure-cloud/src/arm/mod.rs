@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod clients;
 pub mod error;
+pub mod fake;
 pub mod id;
 pub mod metrics;
 pub mod pipeline;
