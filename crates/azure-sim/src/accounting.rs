@@ -24,6 +24,9 @@ pub struct CallRecord {
     pub access: String,
     /// HTTP status answered (0: no answer — timeout or reset fault).
     pub status: u16,
+    /// The request path (ARM calls; empty for the others).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub path: String,
 }
 
 impl CallRecord {

@@ -240,6 +240,7 @@ pub(crate) fn call(
         operation: operation.to_string(),
         access: if kind == Kind::Read { "read" } else { "write" }.to_string(),
         status,
+        path: String::new(),
     }
 }
 
@@ -295,6 +296,7 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
     let finish = |resp: Response| {
         let mut c = call(&s, method.as_str(), &provider, &rtype, op, kind, resp.status().as_u16());
         c.arrived_ms = arrived_ms;
+        c.path = path.clone();
         // Retry-After is in real time; the log is in simulated time.
         let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()?.parse::<f64>().ok());
         c.retry_after_ms = header("retry-after-ms")

@@ -262,9 +262,14 @@ impl Membership {
     }
 
     async fn write(&self, pools: &[PoolRef], t: &Targets) -> Result<(), CloudError> {
-        for ((rg, ss), (add, remove)) in &t.scale_sets {
-            self.scale_set(rg, ss, pools, add, remove).await?;
-        }
+        // Scale sets are updated concurrently (each with its own bounded instance concurrency), as upstream
+        // does: one Service on two scale sets no longer waits for the first set's instances.
+        let sets = t
+            .scale_sets
+            .iter()
+            .map(|((rg, ss), (add, remove))| self.scale_set(rg, ss, pools, add, remove));
+        let results: Vec<Result<(), CloudError>> = futures::future::join_all(sets).await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
         for (nics, add) in [(&t.nics_add, true), (&t.nics_remove, false)] {
             let futs: Vec<_> = nics.iter().map(|nic| self.nic(nic, pools, add)).collect();
             let results: Vec<Result<(), CloudError>> =
