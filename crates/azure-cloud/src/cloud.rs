@@ -316,8 +316,20 @@ impl Instances for AzureCloud {
     }
 
     async fn instance_id(&self, node_name: &str) -> Result<String, CloudError> {
-        let vm = self.vmset.node(node_name).await?;
-        Ok(crate::arm::id::resource_id_from_provider_id(&vm.provider_id).to_string())
+        match self.vmset.node(node_name).await {
+            Ok(vm) => Ok(crate::arm::id::resource_id_from_provider_id(&vm.provider_id).to_string()),
+            // The local node that the (cached) ARM lists do not know yet: its id from IMDS, as upstream.
+            Err(e @ (VmSetError::InstanceNotFound(_) | VmSetError::NotManaged(_))) => {
+                let from_imds = self.local_instance(node_name).await.and_then(|doc| {
+                    doc.pointer("/compute/resourceId")
+                        .and_then(|v| v.as_str())
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_string)
+                });
+                from_imds.ok_or_else(|| e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn instance_type(&self, node_name: &str) -> Result<String, CloudError> {

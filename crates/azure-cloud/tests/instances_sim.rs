@@ -307,3 +307,34 @@ async fn instance_metadata_pass_costs_seven_list_calls() {
     let _ = futures::future::join_all(wave).await;
     assert_eq!(sim.arm_calls("GET"), 1, "{:#?}", sim.call_counts());
 }
+
+#[tokio::test]
+async fn instance_id_of_the_local_node_falls_back_to_imds() {
+    // The local node is new: the cached instance list (refreshed at most once per 5 s for unknown names)
+    // does not know it yet; upstream reads the id from IMDS (`compute.resourceId`), so do we.
+    let (sim, cloud, _d) = cloud_for(&Scenario::default_cluster(), json!({"useInstanceMetadata": true})).await;
+    let ss_id = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachineScaleSets/k8s-pool1-vmss",
+        sim.cluster().subscription,
+        sim.cluster().resource_group
+    );
+    // A first unknown node forces the list refresh.
+    let first = sim
+        .with_store(|s, _| azure_sim::scenario::add_scale_set_instance(s, &ss_id, 3, "running", false))
+        .unwrap();
+    assert_eq!(cloud.instance_id("k8s-pool1-vmss000003").await.unwrap(), first);
+    // This process runs on instance 4 (not created yet: IMDS answers 404, which is not cached). An unknown
+    // name uses up the forced refresh (at most one per 5 s).
+    sim.set_imds_vm(&format!("{ss_id}/virtualMachines/4"));
+    assert!(cloud.instance_id("k8s-pool1-vmss0000zz").await.is_err());
+    // Two more within 5 s are not in the list yet: one that is not the local node stays "not found" (so no
+    // list was read again), the local one is answered from IMDS.
+    let second = sim
+        .with_store(|s, _| azure_sim::scenario::add_scale_set_instance(s, &ss_id, 4, "running", false))
+        .unwrap();
+    sim.with_store(|s, _| azure_sim::scenario::add_scale_set_instance(s, &ss_id, 5, "running", false))
+        .unwrap();
+    assert!(second.ends_with("/virtualMachines/4"), "{second}");
+    assert!(cloud.instance_id("k8s-pool1-vmss000005").await.is_err());
+    assert_eq!(cloud.instance_id("k8s-pool1-vmss000004").await.unwrap(), second);
+}

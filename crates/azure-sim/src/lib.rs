@@ -384,6 +384,11 @@ impl AzureSim {
         lock(&self.shared.calls).reset();
     }
 
+    /// Makes IMDS (`/metadata/instance`, `/metadata/loadbalancer`) describe the VM or scale-set instance `id`.
+    pub fn set_imds_vm(&self, id: &str) {
+        *lock(&self.shared.imds_vm) = Some(id.to_string());
+    }
+
     /// Replaces the fault rules.
     pub fn set_faults(&self, rules: Vec<FaultRule>) {
         lock(&self.shared.faults).set(rules);
