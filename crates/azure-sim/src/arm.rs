@@ -654,6 +654,24 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
+/// A PUT body over the stored resource: objects merged key by key, everything else (arrays, scalars, null)
+/// replaced as sent.
+fn overlay(target: &mut Value, body: Value) {
+    match (target, body) {
+        (Value::Object(t), Value::Object(b)) => {
+            for (k, v) in b {
+                match t.get_mut(&k) {
+                    Some(existing) if existing.is_object() && v.is_object() => overlay(existing, v),
+                    _ => {
+                        t.insert(k, v);
+                    }
+                }
+            }
+        }
+        (t, b) => *t = b,
+    }
+}
+
 /// RFC 7386 merge patch.
 fn merge(target: &mut Value, patch: Value) {
     match (target, patch) {
@@ -840,11 +858,25 @@ fn write(
     ) {
         return r;
     }
+    // Compute keeps what a PUT body omits for VMs, scale sets and their instances (a client that changes
+    // pool membership sends only location, hardware and network profiles and the etag); other resources are
+    // replaced by a PUT.
+    let compute_keeps_omitted = matches!(
+        t.arm_type().to_ascii_lowercase().as_str(),
+        "microsoft.compute/virtualmachines"
+            | "microsoft.compute/virtualmachinescalesets"
+            | "microsoft.compute/virtualmachinescalesets/virtualmachines"
+    );
     let mut new_body = match (&existing, patch) {
         (None, true) => return not_found(t),
         (Some(e), true) => {
             let mut b = e.body.clone();
             merge(&mut b, body);
+            b
+        }
+        (Some(e), false) if compute_keeps_omitted => {
+            let mut b = e.body.clone();
+            overlay(&mut b, body);
             b
         }
         (_, false) => body,

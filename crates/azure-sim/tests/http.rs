@@ -595,6 +595,45 @@ async fn load_balancer_in_use_names_the_scale_set() {
     assert!(msg.ends_with(&format!("virtual machine scale set {ss_id}.")), "{msg}");
 }
 
+/// What a real client sends to change a scale-set instance's pools: location, hardware and network
+/// profiles and the etag only. Compute keeps the rest (computer name, OS profile, ...).
+#[tokio::test]
+async fn a_partial_put_of_a_scale_set_instance_keeps_what_it_omits() {
+    let t = start(SimOptions::default()).await;
+    let c = t.sim.cluster().clone();
+    let ss = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachineScaleSets/k8s-pool1-vmss",
+        c.subscription, c.resource_group
+    );
+    let (s, before) = t.get(&format!("{ss}/virtualMachines/0"), "2024-07-01").await;
+    assert_eq!(s, 200);
+    let computer = before["properties"]["osProfile"]["computerName"].clone();
+    assert!(computer.is_string());
+    let partial = json!({
+        "location": before["location"],
+        "etag": before["etag"],
+        "properties": {
+            "hardwareProfile": before["properties"]["hardwareProfile"],
+            "networkProfileConfiguration": before["properties"]["networkProfileConfiguration"],
+        },
+    });
+    let (s, _, _) = t.put(&format!("{ss}/virtualMachines/0"), partial).await;
+    assert!(s.is_success(), "{s}");
+    let (s, list) = t.get(&format!("{ss}/virtualMachines"), "2024-07-01").await;
+    assert_eq!(s, 200);
+    let inst = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["instanceId"] == "0")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        inst["properties"]["osProfile"]["computerName"], computer,
+        "the computer name survived"
+    );
+}
+
 fn urlencoding(s: &str) -> String {
     s.replace(' ', "%20")
 }
