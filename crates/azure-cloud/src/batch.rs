@@ -3,9 +3,9 @@
 //! (one read and one write of the shared resource). Each caller gets its own result. Used for route tables,
 //! load balancers, the security group and each VM's disks.
 //!
-//! Cancellation-safe: every caller takes part. An applier applies one batch — the one holding its own
-//! operation — then hands the applier role to a waiting caller, so its own call returns even under
-//! sustained load. If an applier's future is dropped (a timeout, a gRPC deadline), the operations of its
+//! Cancellation-safe: every caller takes part. An applier applies the batch holding its own operation and
+//! the ones that queued behind it (at most [`MAX_BATCHES_PER_APPLIER`]), then hands the applier role to a
+//! waiting caller, so its own call returns even under sustained load. If an applier's future is dropped (a timeout, a gRPC deadline), the operations of its
 //! batch whose callers still wait go back to the front of the queue and a waiting caller takes over at once:
 //! no operation is lost and none waits for an unrelated later submit. Operations whose callers have gone
 //! are dropped before a batch is applied, so when every caller is cancelled (a controller stopped on losing
@@ -21,6 +21,8 @@ use tokio::sync::{oneshot, Notify};
 pub const COALESCE_STEP: Duration = Duration::from_millis(2);
 /// The longest a burst waits to gather before its first write.
 pub const COALESCE_MAX: Duration = Duration::from_millis(50);
+/// Batches one applier writes before it hands over (so its own call returns under sustained load).
+pub const MAX_BATCHES_PER_APPLIER: usize = 8;
 
 type Pending<Op, R> = Vec<(Op, oneshot::Sender<R>)>;
 
@@ -99,8 +101,16 @@ impl<Op: Clone, R> GroupCommit<Op, R> {
         self.lock_pending().push((op, tx));
         let mut from_idle = true;
         loop {
-            if self.try_lead() {
-                self.apply_one_batch(&apply, from_idle).await;
+            // An applier goes on with the batches that queued behind it (a burst's second and third batch are
+            // written by the same applier, so its callers' next steps stay together), at most
+            // MAX_BATCHES_PER_APPLIER, then hands over so its own call returns under sustained load.
+            let mut batches = 0;
+            while batches < MAX_BATCHES_PER_APPLIER && self.try_lead() {
+                self.apply_one_batch(&apply, from_idle && batches == 0).await;
+                batches += 1;
+                if self.pending_len() == 0 {
+                    break;
+                }
             }
             from_idle = false;
             tokio::select! {
