@@ -137,6 +137,19 @@ pub struct Options {
     /// and requests are authenticated by bearer token only.
     #[arg(long = "client-ca-file")]
     pub client_ca_file: Option<PathBuf>,
+    /// Name of the Secret (in kube-system) that holds the cloud config (`cloudConfigType` secret or merge).
+    #[arg(long = "cloud-config-secret-name", default_value = "azure-cloud-provider")]
+    pub cloud_config_secret_name: String,
+    /// Key of the cloud config in that Secret.
+    #[arg(long = "cloud-config-key", default_value = "cloud-config")]
+    pub cloud_config_key: String,
+    /// Lock type of leader election: `leases` (upstream's default). Other values are accepted with a warning
+    /// and a Lease is used.
+    #[arg(long = "leader-elect-resource-lock", default_value = "leases")]
+    pub leader_elect_resource_lock: String,
+    /// Upstream flags accepted for compatibility (see `compat`): honoured or warned about by name.
+    #[command(flatten)]
+    pub compat: crate::compat::CompatFlags,
 }
 
 /// Subcommands.

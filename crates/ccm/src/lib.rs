@@ -6,6 +6,7 @@
 pub mod authz;
 pub mod bench;
 pub mod cli;
+pub mod compat;
 pub mod controllers;
 pub mod demo;
 pub mod informer;

@@ -173,6 +173,12 @@ where
 
 /// Runs the manager until SIGTERM/Ctrl-C.
 pub async fn run(opts: &Options) -> Result<(), String> {
+    for w in opts.compat.warnings() {
+        tracing::warn!("{w}");
+    }
+    if !opts.leader_elect_resource_lock.eq_ignore_ascii_case("leases") {
+        tracing::warn!(lock = %opts.leader_elect_resource_lock, "--leader-elect-resource-lock: only Leases are implemented; a Lease is used");
+    }
     let client = kube_client(opts).await?;
     let file_text = match &opts.cloud_config {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("--cloud-config {}: {e}", p.display()))?),
@@ -180,20 +186,23 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     };
     let secret_text = {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
-        match secrets.get_opt("azure-cloud-provider").await {
+        match secrets.get_opt(&opts.cloud_config_secret_name).await {
             Ok(Some(s)) => s.data.and_then(|d| {
-                d.get("cloud-config")
+                d.get(&opts.cloud_config_key)
                     .map(|b| String::from_utf8_lossy(&b.0).into_owned())
             }),
             Ok(None) => None,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read Secret kube-system/azure-cloud-provider; using the file only");
+                tracing::warn!(secret = %opts.cloud_config_secret_name, error = %e, "cannot read the cloud-config Secret in kube-system; using the file only");
                 None
             }
         }
     };
     if file_text.is_none() && secret_text.is_none() {
-        return Err("no cloud config: pass --cloud-config or create the Secret kube-system/azure-cloud-provider (key cloud-config)".into());
+        return Err(format!(
+            "no cloud config: pass --cloud-config or create the Secret kube-system/{} (key {})",
+            opts.cloud_config_secret_name, opts.cloud_config_key
+        ));
     }
     let (cfg, report) =
         merge_secret_config(file_text.as_deref(), secret_text.as_deref(), &process_env).map_err(|e| e.to_string())?;

@@ -108,3 +108,84 @@ fn demo_initialises_every_simulated_node() {
         "{stdout}"
     );
 }
+
+/// Upstream's flags (as its chart and real manifests set them) are accepted: the binary never exits 2 on
+/// one of them.
+#[test]
+fn upstream_flags_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("azure.json");
+    std::fs::write(&path, r#"{"useInstanceMetadata": true}"#).unwrap();
+    let flags = [
+        "--allocate-node-cidrs=false",
+        "--authentication-kubeconfig=/etc/kubernetes/kubeconfig",
+        "--authentication-skip-lookup",
+        "--authentication-token-webhook-cache-ttl=10s",
+        "--authentication-tolerate-lookup-failure=false",
+        "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+        "--authorization-always-allow-groups=system:masters",
+        "--authorization-kubeconfig=/etc/kubernetes/kubeconfig",
+        "--authorization-webhook-cache-authorized-ttl=10s",
+        "--authorization-webhook-cache-unauthorized-ttl=10s",
+        "--bind-address=0.0.0.0",
+        "--cert-dir=/var/run/ccm",
+        "--cidr-allocator-type=RangeAllocator",
+        "--client-ca-file=/etc/kubernetes/ca.crt",
+        "--cloud-config-secret-name=azure-cloud-provider",
+        "--cloud-provider=azure",
+        "--cluster-cidr=10.244.0.0/16",
+        "--cluster-name=prod-1",
+        "--concurrent-node-syncs=1",
+        "--concurrent-service-syncs=10",
+        "--configure-cloud-routes=true",
+        "--contention-profiling=false",
+        "--controller-start-interval=0s",
+        "--controllers=*,-cloud-node",
+        "--enable-dynamic-reloading=false",
+        "--feature-gates=",
+        "--http2-max-streams-per-connection=0",
+        "--kube-api-burst=30",
+        "--kube-api-content-type=application/vnd.kubernetes.protobuf",
+        "--kube-api-qps=20",
+        "--leader-elect=true",
+        "--leader-elect-lease-duration=15s",
+        "--leader-elect-renew-deadline=10s",
+        "--leader-elect-resource-lock=leases",
+        "--leader-elect-resource-name=cloud-controller-manager",
+        "--leader-elect-resource-namespace=kube-system",
+        "--leader-elect-retry-period=2s",
+        "--log-flush-frequency=5s",
+        "--logging-format=text",
+        "--min-resync-period=12h",
+        "--node-cidr-mask-size=24",
+        "--node-cidr-mask-size-ipv4=24",
+        "--node-cidr-mask-size-ipv6=64",
+        "--node-monitor-period=5s",
+        "--node-status-update-frequency=5m",
+        "--node-sync-period=100s",
+        "--permit-address-sharing=false",
+        "--permit-port-sharing=false",
+        "--profiling=false",
+        "--requestheader-client-ca-file=/etc/kubernetes/front-proxy-ca.crt",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-username-headers=X-Remote-User",
+        "--route-reconciliation-period=10s",
+        "--secure-port=10268",
+        "--tls-cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        "--tls-min-version=VersionTLS12",
+        "--use-service-account-credentials=true",
+        "--v=2",
+        "--vmodule=",
+        "--port=0",
+    ];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
+        .args(flags)
+        .arg("--cloud-config")
+        .arg(&path)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
