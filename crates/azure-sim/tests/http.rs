@@ -93,6 +93,11 @@ impl T {
         (s, v)
     }
 
+    /// GET of a full URL (discovery documents, not ARM), decoded as JSON.
+    async fn get_url(&self, url: &str) -> Value {
+        self.http.get(url).send().await.unwrap().json().await.unwrap()
+    }
+
     async fn put(&self, path: &str, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
         self.call(Method::PUT, path, NET, Some(body), &[]).await
     }
@@ -148,15 +153,9 @@ async fn auth_is_required_and_both_token_paths_work() {
         .unwrap();
     assert_eq!(r.status(), 200);
     // Discovery points at the sim.
-    let ep: Value = t
-        .http
-        .get(format!("{}/metadata/endpoints?api-version=2019-05-01", t.sim.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ep = t
+        .get_url(&format!("{}/metadata/endpoints?api-version=2019-05-01", t.sim.url()))
+        .await;
     assert_eq!(ep["authentication"]["loginEndpoint"], format!("{}/", t.sim.url()));
     // Instance metadata of the first instance.
     let inst: Value = t
@@ -518,15 +517,9 @@ async fn discovery_documents_as_real_clients_read_them() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let adfs: Value = t
-        .http
-        .get(format!("{}/adfs/.well-known/openid-configuration", t.sim.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let adfs = t
+        .get_url(&format!("{}/adfs/.well-known/openid-configuration", t.sim.url()))
+        .await;
     assert_eq!(adfs["token_endpoint"], format!("{}/adfs/oauth2/token", t.sim.url()));
     // The region's zones, as upstream reads them at start.
     let c = t.sim.cluster().clone();
@@ -549,15 +542,9 @@ async fn discovery_documents_as_real_clients_read_them() {
     assert_eq!(vms["zoneMappings"][0]["location"], c.location.as_str());
     assert_eq!(vms["zoneMappings"][0]["zones"], json!(["1", "2", "3"]));
     // Environments: an array for 2022-09-01, an object for 2019-05-01.
-    let envs: Value = t
-        .http
-        .get(format!("{}/metadata/endpoints?api-version=2022-09-01", t.sim.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let envs = t
+        .get_url(&format!("{}/metadata/endpoints?api-version=2022-09-01", t.sim.url()))
+        .await;
     let env = envs
         .as_array()
         .unwrap()

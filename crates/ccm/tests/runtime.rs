@@ -2,14 +2,14 @@
 //! exactly the controllers it names.
 
 mod common;
-use common::free_port;
+use common::{eventually, free_port, Ccm};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 const NODES: [&str; 5] = [
     "k8s-pool1-vmss000000",
@@ -18,15 +18,6 @@ const NODES: [&str; 5] = [
     "k8s-pool2-0",
     "k8s-pool2-1",
 ];
-
-struct Ccm(Child);
-
-impl Drop for Ccm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn spawn(env: &common::Env, extra: &[&str], log: &str) -> Ccm {
     let port = free_port();
@@ -66,21 +57,6 @@ async fn add_node(nodes: &Api<Node>, name: &str, provider_id: Option<&str>, read
         .unwrap();
 }
 
-async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(t0.elapsed() < within, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn initialised(n: &Node) -> bool {
     !n.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|t| {
         t.iter()
@@ -100,7 +76,7 @@ async fn losing_the_lease_mid_burst_stops_every_write_and_the_next_leader_conver
         add_node(&nodes, n, None, "True").await;
     }
     let a = spawn(&env, &[], "a.log");
-    wait_for("nodes initialised by the leader", Duration::from_secs(30), || async {
+    eventually("nodes initialised by the leader", Duration::from_secs(30), || async {
         let l = nodes.list(&Default::default()).await.ok()?;
         l.items.iter().all(initialised).then_some(())
     })
@@ -121,7 +97,7 @@ async fn losing_the_lease_mid_burst_stops_every_write_and_the_next_leader_conver
     }))
     .await;
     // Mid-burst (the first write seen), the lease is taken by another holder.
-    wait_for("the burst's first ARM write", Duration::from_secs(30), || async {
+    eventually("the burst's first ARM write", Duration::from_secs(30), || async {
         env.sim.calls()[before..].iter().any(is_write).then_some(())
     })
     .await;
@@ -137,7 +113,7 @@ async fn losing_the_lease_mid_burst_stops_every_write_and_the_next_leader_conver
         .unwrap();
     let stolen_at = env.sim.clock().now_ms();
     let log_a = env.dir.path().join("a.log");
-    wait_for(
+    eventually(
         "the old leader stopping its controllers",
         Duration::from_secs(10),
         || async {
@@ -179,7 +155,7 @@ async fn losing_the_lease_mid_burst_stops_every_write_and_the_next_leader_conver
         .await
         .unwrap();
     let _b = spawn(&env, &[], "b.log");
-    wait_for("every Service's external IP", Duration::from_secs(120), || async {
+    eventually("every Service's external IP", Duration::from_secs(120), || async {
         let l = services.list(&Default::default()).await.ok()?;
         l.items
             .iter()
@@ -241,7 +217,7 @@ async fn controllers_flag_starts_exactly_the_named_controllers() {
             &["--controllers=*,-cloud-node", "--leader-elect=false"],
             "one.log",
         );
-        wait_for(
+        eventually(
             "the ghost deleted by cloud-node-lifecycle",
             Duration::from_secs(30),
             || async { nodes.get_opt("ghost-1").await.ok()?.is_none().then_some(()) },
@@ -260,7 +236,7 @@ async fn controllers_flag_starts_exactly_the_named_controllers() {
         &["--controllers=*,-cloud-node-lifecycle", "--leader-elect=false"],
         "two.log",
     );
-    wait_for(
+    eventually(
         "the node initialised by cloud-node",
         Duration::from_secs(30),
         || async { initialised(&nodes.get(NODES[0]).await.ok()?).then_some(()) },

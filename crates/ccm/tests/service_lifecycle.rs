@@ -3,55 +3,14 @@
 //! (5xx, 429, 412) injected throughout.
 
 mod common;
-use common::free_port;
+use common::{eventually, free_port, Ccm};
 
 use azure_sim::faults::{FaultKind, FaultRule};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-struct Ccm(Child);
-
-impl Drop for Ccm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn eventually<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if t0.elapsed() >= within {
-            if let Ok(log) = std::env::var("CCM_LOG")
-                .and_then(|p| std::fs::read_to_string(p).map_err(|_| std::env::VarError::NotPresent))
-            {
-                eprintln!(
-                    "--- CCM log ---\n{}",
-                    log.lines()
-                        .rev()
-                        .take(60)
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                );
-            }
-            panic!("timed out after {within:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use std::process::Stdio;
+use std::time::Duration;
 
 fn ingress(s: &Service) -> Vec<String> {
     s.status

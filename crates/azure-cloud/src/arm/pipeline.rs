@@ -588,21 +588,10 @@ impl ArmClient {
         // A first answer that is already terminal needs no poll (as Azure's SDKs do): a 200/201 whose body
         // says `provisioningState: Succeeded` is done; Failed/Canceled is the operation's error.
         if resp.status != 202 {
-            if let Some(state) = provisioning_state(&resp.body) {
-                match state.to_ascii_lowercase().as_str() {
-                    "succeeded" => return Ok(()),
-                    "failed" | "canceled" | "cancelled" => {
-                        let (code, message) = err_fields(&resp.body);
-                        return Err(ArmError::OperationFailed {
-                            operation,
-                            resource,
-                            status: state,
-                            code,
-                            message,
-                        });
-                    }
-                    _ => {}
-                }
+            if let Some(done) =
+                provisioning_state(&resp.body).and_then(|state| terminal(&state, &resp.body, &operation, &resource))
+            {
+                return done;
             }
         }
         let poll_op = Operation {
@@ -635,21 +624,29 @@ impl ArmClient {
             }
             let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
             let status = v.get("status").and_then(Value::as_str).unwrap_or("InProgress");
-            match status.to_ascii_lowercase().as_str() {
-                "succeeded" => return Ok(()),
-                "failed" | "canceled" | "cancelled" => {
-                    let (code, message) = err_fields(&r.body);
-                    return Err(ArmError::OperationFailed {
-                        operation,
-                        resource,
-                        status: status.to_string(),
-                        code,
-                        message,
-                    });
-                }
-                _ => continue,
+            match terminal(status, &r.body, &operation, &resource) {
+                Some(done) => return done,
+                None => continue,
             }
         }
+    }
+}
+
+/// The outcome of an operation in `status` (`Succeeded`, `Failed`, `Canceled`), `None` while it runs.
+fn terminal(status: &str, body: &[u8], operation: &str, resource: &str) -> Option<Result<(), ArmError>> {
+    match status.to_ascii_lowercase().as_str() {
+        "succeeded" => Some(Ok(())),
+        "failed" | "canceled" | "cancelled" => {
+            let (code, message) = err_fields(body);
+            Some(Err(ArmError::OperationFailed {
+                operation: operation.to_string(),
+                resource: resource.to_string(),
+                status: status.to_string(),
+                code,
+                message,
+            }))
+        }
+        _ => None,
     }
 }
 

@@ -94,3 +94,46 @@ pub fn run_ok(args: &[&str]) -> String {
     );
     stdout
 }
+
+/// A CCM process, killed when dropped.
+pub struct Ccm(pub std::process::Child);
+
+impl Drop for Ccm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` until it gives a value; on timeout prints the tail of the CCM log named by `CCM_LOG` and fails.
+pub async fn eventually<T, F, Fut>(what: &str, within: std::time::Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if t0.elapsed() >= within {
+            if let Ok(log) = std::env::var("CCM_LOG")
+                .and_then(|p| std::fs::read_to_string(p).map_err(|_| std::env::VarError::NotPresent))
+            {
+                eprintln!(
+                    "--- CCM log ---\n{}",
+                    log.lines()
+                        .rev()
+                        .take(60)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
