@@ -25,6 +25,16 @@ pub(crate) fn router(store: Shared) -> Router {
         .route("/livez", get(|| async { "ok" }))
         .route("/api", get(|| async { axum::Json(kinds::core_versions()) }))
         .route("/apis", get(|| async { axum::Json(kinds::groups()) }))
+        .route("/openapi/v3", get(|| async { axum::Json(kinds::openapi_v3_root()) }))
+        .route(
+            "/openapi/v3/{*gv}",
+            get(|axum::extract::Path(gv): axum::extract::Path<String>| async move {
+                match kinds::openapi_v3_document(gv.trim_matches('/')) {
+                    Some(doc) => json_response(200, &doc),
+                    None => error(ApiError::new(404, "NotFound", format!("no OpenAPI document for {gv}"))),
+                }
+            }),
+        )
         .route(
             "/apis/authentication.k8s.io/v1/tokenreviews",
             axum::routing::post(|State(s): State<Shared>, headers: HeaderMap, body: Bytes| async move {

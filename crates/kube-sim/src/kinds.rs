@@ -196,3 +196,70 @@ pub fn groups() -> Value {
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
+
+/// The group-version path of an OpenAPI v3 document: `api/v1` or `apis/<group>/<version>`.
+fn openapi_gv_path(k: &Kind) -> String {
+    if k.group.is_empty() {
+        format!("api/{}", k.version)
+    } else {
+        format!("apis/{}/{}", k.group, k.version)
+    }
+}
+
+/// `GET /openapi/v3`: the group-versions with a document each.
+pub fn openapi_v3_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    for k in KINDS {
+        let gv = openapi_gv_path(k);
+        paths.insert(
+            gv.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash=kube-sim")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// `GET /openapi/v3/<group-version>`: the operations of its kinds, each `post`/`put`/`patch` naming its kind
+/// (`x-kubernetes-group-version-kind`) and accepting `fieldValidation`, which is how kubectl decides to validate
+/// on the server (kube-sim accepts the parameter and does no schema validation). Schemas are open objects.
+pub fn openapi_v3_document(gv_path: &str) -> Option<Value> {
+    let kinds: Vec<&Kind> = KINDS.iter().filter(|k| openapi_gv_path(k) == gv_path).collect();
+    if kinds.is_empty() {
+        return None;
+    }
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    for k in kinds {
+        let gvk = json!({"group": k.group, "version": k.version, "kind": k.kind});
+        let params = json!([
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+        ]);
+        let op = |verb: &str| {
+            json!({"operationId": format!("{verb}{}", k.kind), "x-kubernetes-action": verb,
+                   "x-kubernetes-group-version-kind": gvk, "parameters": params,
+                   "responses": {"200": {"description": "OK"}}})
+        };
+        let base = if k.namespaced {
+            format!("/{gv_path}/namespaces/{{namespace}}/{}", k.plural)
+        } else {
+            format!("/{gv_path}/{}", k.plural)
+        };
+        paths.insert(base.clone(), json!({"post": op("post"), "get": op("list")}));
+        paths.insert(
+            format!("{base}/{{name}}"),
+            json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
+        );
+        schemas.insert(
+            format!("io.k8s.kube-sim.{}.{}", k.api_version().replace('/', "."), k.kind),
+            json!({"type": "object", "x-kubernetes-group-version-kind": [gvk], "additionalProperties": true}),
+        );
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "kube-sim", "version": crate::GIT_VERSION},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
+}

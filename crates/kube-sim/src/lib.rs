@@ -5,7 +5,8 @@
 //! GET, LIST (label and field selectors), WATCH from a resourceVersion (410 Gone when too old, BOOKMARKs on
 //! request), POST, PUT (409 on a stale resourceVersion), PATCH (merge, strategic merge, JSON patch,
 //! server-side apply), DELETE with finalizers, `/status` subresources; TokenReview and SubjectAccessReview
-//! with answers configured by the test ([`KubeSim::set_token`], [`KubeSim::grant_path`]).
+//! with answers configured by the test ([`KubeSim::set_token`], [`KubeSim::grant_path`]); OpenAPI v3 documents
+//! (operations and open schemas) so kubectl's default validation works.
 //!
 //! Scope guard: a test and demo server, not a Kubernetes. No admission, no RBAC, no persistence, no
 //! managed-fields tracking (server-side apply merges the applied object; `force` is accepted, conflicts

@@ -1,4 +1,5 @@
-//! kubectl against kube-sim: get, apply, patch and delete a Node and a Service.
+//! kubectl against kube-sim: get, apply (with kubectl's default validation: it reads the OpenAPI v3 documents
+//! and validates on the server), patch and delete a Node and a Service.
 //! Needs `kubectl` on PATH (`.ci/run` installs Debian's `kubernetes-client` when it is missing).
 
 use std::process::Command;
@@ -39,10 +40,10 @@ async fn kubectl_get_apply_patch_delete() {
         assert!(ok, "kubectl {args:?} failed: {out}");
         out
     };
-    assert!(run(&["apply", "--validate=false", "-f", node.to_str().unwrap()]).contains("node/n1 created"));
-    assert!(run(&["apply", "--validate=false", "-f", svc.to_str().unwrap()]).contains("service/web created"));
+    assert!(run(&["apply", "-f", node.to_str().unwrap()]).contains("node/n1 created"));
+    assert!(run(&["apply", "-f", svc.to_str().unwrap()]).contains("service/web created"));
     // Applying again is a no-op; changing a field patches.
-    run(&["apply", "--validate=false", "-f", svc.to_str().unwrap()]);
+    run(&["apply", "-f", svc.to_str().unwrap()]);
     assert!(run(&["get", "nodes"]).contains("n1"));
     assert!(run(&["get", "svc", "web", "-o", "jsonpath={.spec.type}"]).contains("LoadBalancer"));
     run(&["patch", "node", "n1", "-p", r#"{"metadata":{"labels":{"x":"y"}}}"#]);
