@@ -338,3 +338,27 @@ async fn instance_id_of_the_local_node_falls_back_to_imds() {
     assert!(cloud.instance_id("k8s-pool1-vmss000005").await.is_err());
     assert_eq!(cloud.instance_id("k8s-pool1-vmss000004").await.unwrap(), second);
 }
+
+#[tokio::test]
+async fn a_public_cloud_config_with_an_environment_file_reaches_the_simulator() {
+    // As upstream reads it: no resourceManagerEndpoint, cloud AzurePublicCloud, and AZURE_ENVIRONMENT_FILEPATH
+    // overriding the endpoints (activeDirectoryEndpoint; resourceManagerEndpoint with tokenAudience).
+    let (sim, _cloud, dir) = cloud_for(&Scenario::default_cluster(), json!({})).await;
+    let env_path = dir.path().join("azuresim.json");
+    std::fs::write(&env_path, sim.environment_file().to_string()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("azure.json")).unwrap()).unwrap();
+    let o = v.as_object_mut().unwrap();
+    o.remove("resourceManagerEndpoint");
+    o.insert("cloud".into(), json!("AzurePublicCloud"));
+    o.insert("useInstanceMetadata".into(), json!(false));
+    let env_file = env_path.display().to_string();
+    let env = move |k: &str| (k == "AZURE_ENVIRONMENT_FILEPATH").then(|| env_file.clone());
+    let (cfg, _) = azure_cloud::config::CloudConfig::parse(&v.to_string(), &env).unwrap();
+    let cloud = AzureCloud::new(cfg, &env).await.unwrap();
+    let md = cloud
+        .instance_metadata(&node("k8s-pool1-vmss000000", None))
+        .await
+        .unwrap();
+    assert!(md.provider_id.contains("k8s-pool1-vmss"), "{md:?}");
+}

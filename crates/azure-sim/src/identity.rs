@@ -37,9 +37,9 @@ fn issue_token(s: &Shared) -> (String, u64) {
     (token, s.opts.token_ttl.as_secs())
 }
 
-/// `GET /metadata/endpoints`: one environment object for api-version 2019-05-01 (and older), an array of
-/// environments (picked by `name`) for 2022-09-01 and later, as ARM answers.
-pub(crate) async fn endpoints(State(s): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>) -> Response {
+/// `GET /metadata/endpoints`: an array of environments (clients pick theirs by `name` or `resourceManager`),
+/// the form upstream's client parses for every api-version.
+pub(crate) async fn endpoints(State(s): State<Arc<Shared>>) -> Response {
     record(
         &s,
         call(&s, "GET", "Metadata", "metadata/endpoints", "metadata", Kind::Read, 200),
@@ -54,12 +54,7 @@ pub(crate) async fn endpoints(State(s): State<Arc<Shared>>, Query(q): Query<Hash
         "authentication": {"loginEndpoint": base, "audiences": [AUDIENCE], "tenant": "common", "identityProvider": "AAD"},
         "suffixes": {"storage": "core.windows.net", "keyVaultDns": "vault.azure.net"},
     });
-    let api = q.get("api-version").map(String::as_str).unwrap_or("2019-05-01");
-    if api >= "2022-09-01" {
-        json_ok(json!([env]))
-    } else {
-        json_ok(env)
-    }
+    json_ok(json!([env]))
 }
 
 /// `GET /{tenant}/v2.0/.well-known/openid-configuration` and `GET /adfs/.well-known/openid-configuration`:

@@ -384,6 +384,19 @@ impl AzureSim {
         lock(&self.shared.calls).reset();
     }
 
+    /// An environment file (`AZURE_ENVIRONMENT_FILEPATH`) for the simulator, in the form upstream's client and
+    /// ours read: a config naming the public cloud and this file reaches the simulator.
+    pub fn environment_file(&self) -> Value {
+        let base = format!("{}/", self.shared.base_url);
+        serde_json::json!({
+            "name": "AzureSim",
+            "resourceManagerEndpoint": base,
+            "activeDirectoryEndpoint": base,
+            "tokenAudience": crate::identity::AUDIENCE,
+            "serviceManagementEndpoint": crate::identity::AUDIENCE,
+        })
+    }
+
     /// Makes IMDS (`/metadata/instance`, `/metadata/loadbalancer`) describe the VM or scale-set instance `id`.
     pub fn set_imds_vm(&self, id: &str) {
         *lock(&self.shared.imds_vm) = Some(id.to_string());

@@ -541,7 +541,7 @@ async fn discovery_documents_as_real_clients_read_them() {
         .unwrap();
     assert_eq!(vms["zoneMappings"][0]["location"], c.location.as_str());
     assert_eq!(vms["zoneMappings"][0]["zones"], json!(["1", "2", "3"]));
-    // Environments: an array for 2022-09-01, an object for 2019-05-01.
+    // Environments: an array, picked by name.
     let envs = t
         .get_url(&format!("{}/metadata/endpoints?api-version=2022-09-01", t.sim.url()))
         .await;

@@ -206,19 +206,55 @@ impl CloudEnvironment {
         env: super::EnvLookup<'_>,
     ) -> Result<Self, EnvironmentError> {
         let known = KnownCloud::from_name(&cfg.cloud).unwrap_or(KnownCloud::Public);
-        if known == KnownCloud::Stack && !cfg.resource_manager_endpoint.is_empty() {
-            if let Some(file) = env(ENVIRONMENT_FILEPATH_ENV) {
-                return Self::from_environment_file(Path::new(&file));
-            }
-        }
+        // As upstream (azclient): `resourceManagerEndpoint` means discovery; otherwise the named cloud, with
+        // the environment file of AZURE_ENVIRONMENT_FILEPATH (when set) overriding its endpoints.
         if !cfg.resource_manager_endpoint.is_empty() {
             return Self::discover(&cfg.resource_manager_endpoint, http).await;
         }
+        let file = env(ENVIRONMENT_FILEPATH_ENV);
         if known == KnownCloud::Stack {
-            let file = env(ENVIRONMENT_FILEPATH_ENV).ok_or(EnvironmentError::StackWithoutFile)?;
+            // Azure Stack has no built-in endpoints: the file must name them all (upstream would silently
+            // fall back to the public cloud).
+            let file = file.ok_or(EnvironmentError::StackWithoutFile)?;
             return Self::from_environment_file(Path::new(&file));
         }
-        Self::builtin(known).ok_or(EnvironmentError::StackWithoutFile)
+        let base = Self::builtin(known).ok_or(EnvironmentError::StackWithoutFile)?;
+        match file {
+            Some(f) => base.overridden_by_file(Path::new(&f)),
+            None => Ok(base),
+        }
+    }
+
+    /// The named cloud with the endpoints an environment file sets (upstream's
+    /// `AzureCloudConfigOverrideFromEnv`): `activeDirectoryEndpoint`, and `resourceManagerEndpoint` with
+    /// `tokenAudience` (or `serviceManagementEndpoint`); keys case-insensitive.
+    pub fn overridden_by_file(mut self, path: &Path) -> Result<Self, EnvironmentError> {
+        let fail = |reason: String| EnvironmentError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let get = |k: &str| -> Option<String> {
+            v.as_object()?
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                .and_then(|(_, v)| v.as_str())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        if let Some(aad) = get("activeDirectoryEndpoint") {
+            self.active_directory_endpoint = slash(&aad);
+        }
+        let audience = get("tokenAudience").or_else(|| get("serviceManagementEndpoint"));
+        if let (Some(arm), Some(aud)) = (get("resourceManagerEndpoint"), audience) {
+            self.resource_manager_endpoint = slash(&arm);
+            self.token_audience = slash(&aud);
+        }
+        if let Some(name) = get("name") {
+            self.name = name;
+        }
+        Ok(self)
     }
 
     /// GET `<endpoint>/metadata/endpoints?api-version=2019-05-01` and interpret it.
@@ -296,6 +332,39 @@ mod tests {
             "Mine"
         );
         assert!(CloudEnvironment::from_metadata("https://arm.local", &json!({})).is_err());
+    }
+
+    #[test]
+    fn environment_file_overrides_a_named_cloud_as_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("env.json");
+        // Only the AD endpoint: ARM stays the named cloud's.
+        std::fs::write(&p, r#"{"activeDirectoryEndpoint":"https://login.private/"}"#).unwrap();
+        let public = CloudEnvironment::builtin(KnownCloud::Public).unwrap();
+        let e = public.clone().overridden_by_file(&p).unwrap();
+        assert_eq!(e.active_directory_endpoint, "https://login.private/");
+        assert_eq!(e.resource_manager_endpoint, public.resource_manager_endpoint);
+        // ARM with its audience (upstream's camelCase keys; ours match case-insensitively).
+        std::fs::write(
+            &p,
+            r#"{"name":"Private","resourceManagerEndpoint":"https://arm.private","tokenAudience":"https://arm.private/"}"#,
+        )
+        .unwrap();
+        let e = public.clone().overridden_by_file(&p).unwrap();
+        assert_eq!(
+            (
+                e.name.as_str(),
+                e.resource_manager_endpoint.as_str(),
+                e.token_audience.as_str()
+            ),
+            ("Private", "https://arm.private/", "https://arm.private/")
+        );
+        // ARM without an audience is not applied (as upstream: both or neither).
+        std::fs::write(&p, r#"{"resourceManagerEndpoint":"https://arm.private"}"#).unwrap();
+        assert_eq!(
+            public.clone().overridden_by_file(&p).unwrap().resource_manager_endpoint,
+            public.resource_manager_endpoint
+        );
     }
 
     #[test]
