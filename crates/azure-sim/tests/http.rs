@@ -156,7 +156,7 @@ async fn auth_is_required_and_both_token_paths_work() {
     let ep = t
         .get_url(&format!("{}/metadata/endpoints?api-version=2019-05-01", t.sim.url()))
         .await;
-    assert_eq!(ep["authentication"]["loginEndpoint"], format!("{}/", t.sim.url()));
+    assert_eq!(ep[0]["authentication"]["loginEndpoint"], format!("{}/", t.sim.url()));
     // Instance metadata of the first instance.
     let inst: Value = t
         .http

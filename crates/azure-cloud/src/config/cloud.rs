@@ -79,6 +79,49 @@ pub struct CloudEnvironment {
     pub token_audience: String,
 }
 
+/// The endpoint fields of an environment file (go-autorest / azclient `Environment` JSON; keys matched
+/// case-insensitively; `tokenAudience`, else `serviceManagementEndpoint`, is the audience).
+struct EnvFile {
+    path: String,
+    name: Option<String>,
+    arm: Option<String>,
+    aad: Option<String>,
+    audience: Option<String>,
+}
+
+impl EnvFile {
+    fn read(path: &Path) -> Result<Self, EnvironmentError> {
+        let fail = |reason: String| EnvironmentError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let get = |k: &str| -> Option<String> {
+            v.as_object()?
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                .and_then(|(_, v)| v.as_str())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        Ok(Self {
+            path: path.display().to_string(),
+            name: get("name"),
+            arm: get("resourceManagerEndpoint"),
+            aad: get("activeDirectoryEndpoint"),
+            audience: get("tokenAudience").or_else(|| get("serviceManagementEndpoint")),
+        })
+    }
+
+    fn fail(&self, reason: String) -> EnvironmentError {
+        EnvironmentError::File {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+}
+
 fn slash(s: &str) -> String {
     if s.ends_with('/') {
         s.to_string()
@@ -130,32 +173,19 @@ impl CloudEnvironment {
         format!("{}/.default", self.token_audience)
     }
 
-    /// Parses an Azure Stack environment file (go-autorest `Environment` JSON; keys case-insensitive).
+    /// Parses an Azure Stack environment file: all three endpoints are required.
     pub fn from_environment_file(path: &Path) -> Result<Self, EnvironmentError> {
-        let fail = |reason: String| EnvironmentError::File {
-            path: path.display().to_string(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
-        let get = |k: &str| -> Option<String> {
-            v.as_object()?
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(k))
-                .and_then(|(_, v)| v.as_str())
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        };
-        let arm = get("resourceManagerEndpoint").ok_or_else(|| fail("resourceManagerEndpoint is missing".into()))?;
-        let aad = get("activeDirectoryEndpoint").ok_or_else(|| fail("activeDirectoryEndpoint is missing".into()))?;
-        let aud = get("tokenAudience")
-            .or_else(|| get("serviceManagementEndpoint"))
-            .ok_or_else(|| fail("tokenAudience and serviceManagementEndpoint are missing".into()))?;
+        let f = EnvFile::read(path)?;
+        let missing = |what: &str| f.fail(format!("{what} is missing"));
         Ok(Self {
-            name: get("name").unwrap_or_else(|| "AzureStackCloud".into()),
-            resource_manager_endpoint: slash(&arm),
-            active_directory_endpoint: slash(&aad),
-            token_audience: slash(&aud),
+            resource_manager_endpoint: slash(f.arm.as_deref().ok_or_else(|| missing("resourceManagerEndpoint"))?),
+            active_directory_endpoint: slash(f.aad.as_deref().ok_or_else(|| missing("activeDirectoryEndpoint"))?),
+            token_audience: slash(
+                f.audience
+                    .as_deref()
+                    .ok_or_else(|| missing("tokenAudience and serviceManagementEndpoint"))?,
+            ),
+            name: f.name.clone().unwrap_or_else(|| "AzureStackCloud".into()),
         })
     }
 
@@ -229,29 +259,15 @@ impl CloudEnvironment {
     /// `AzureCloudConfigOverrideFromEnv`): `activeDirectoryEndpoint`, and `resourceManagerEndpoint` with
     /// `tokenAudience` (or `serviceManagementEndpoint`); keys case-insensitive.
     pub fn overridden_by_file(mut self, path: &Path) -> Result<Self, EnvironmentError> {
-        let fail = |reason: String| EnvironmentError::File {
-            path: path.display().to_string(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
-        let get = |k: &str| -> Option<String> {
-            v.as_object()?
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(k))
-                .and_then(|(_, v)| v.as_str())
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        };
-        if let Some(aad) = get("activeDirectoryEndpoint") {
-            self.active_directory_endpoint = slash(&aad);
+        let f = EnvFile::read(path)?;
+        if let Some(aad) = &f.aad {
+            self.active_directory_endpoint = slash(aad);
         }
-        let audience = get("tokenAudience").or_else(|| get("serviceManagementEndpoint"));
-        if let (Some(arm), Some(aud)) = (get("resourceManagerEndpoint"), audience) {
-            self.resource_manager_endpoint = slash(&arm);
-            self.token_audience = slash(&aud);
+        if let (Some(arm), Some(aud)) = (&f.arm, &f.audience) {
+            self.resource_manager_endpoint = slash(arm);
+            self.token_audience = slash(aud);
         }
-        if let Some(name) = get("name") {
+        if let Some(name) = f.name {
             self.name = name;
         }
         Ok(self)
