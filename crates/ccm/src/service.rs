@@ -381,14 +381,13 @@ impl Controller {
 
     /// One reconcile of one Service.
     async fn sync(&self, key: &str) -> Result<(), SyncError> {
-        let (ns, name) = key.split_once('/').unwrap_or(("", key));
-        let Some(svc) = self.services.get(&ObjectRef::new(name).within(ns)) else {
-            self.synced.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        let Some(svc) = self.cached(key) else {
+            self.forget(key);
             return Ok(());
         };
         let cluster = &self.settings.cluster_name;
         if !wants_load_balancer(&svc) {
-            self.synced.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+            self.forget(key);
             if !has_finalizer(&svc) && current_ingress(&svc).is_empty() {
                 return Ok(());
             }
@@ -533,6 +532,13 @@ impl Controller {
             drop(failures);
             self.queue.done(&key);
         }
+    }
+
+    /// Drops what is remembered of a Service that is gone or no longer a LoadBalancer (its last ensured
+    /// fingerprint and an invalid-input mark), so neither map grows with deleted Services.
+    fn forget(&self, key: &str) {
+        self.synced.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.invalid.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 
     fn cached(&self, key: &str) -> Option<Arc<Service>> {
