@@ -341,19 +341,25 @@ async fn instance_id_of_the_local_node_falls_back_to_imds() {
 
 #[tokio::test]
 async fn a_public_cloud_config_with_an_environment_file_reaches_the_simulator() {
-    // As upstream reads it: no resourceManagerEndpoint, cloud AzurePublicCloud, and AZURE_ENVIRONMENT_FILEPATH
-    // overriding the endpoints (activeDirectoryEndpoint; resourceManagerEndpoint with tokenAudience).
-    let (sim, _cloud, dir) = cloud_for(&Scenario::default_cluster(), json!({})).await;
-    let env_path = dir.path().join("azuresim.json");
-    std::fs::write(&env_path, sim.environment_file().to_string()).unwrap();
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("azure.json")).unwrap()).unwrap();
+    // As upstream reads it: no resourceManagerEndpoint, cloud AzurePublicCloud, AZURE_ENVIRONMENT_FILEPATH
+    // overriding the endpoints (activeDirectoryEndpoint; resourceManagerEndpoint with tokenAudience) and the
+    // CA from SSL_CERT_FILE — only the files azure-sim writes, and none of our own keys.
+    let (_sim, _cloud, dir) = cloud_for(&Scenario::default_cluster(), json!({})).await;
+    let config = dir.path().join("azure.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     let o = v.as_object_mut().unwrap();
-    o.remove("resourceManagerEndpoint");
-    o.insert("cloud".into(), json!("AzurePublicCloud"));
+    for ours in ["resourceManagerEndpoint", "trustedCACertPath", "imdsEndpoint"] {
+        o.remove(ours);
+    }
+    assert_eq!(o["cloud"], "AzurePublicCloud");
     o.insert("useInstanceMetadata".into(), json!(false));
-    let env_file = env_path.display().to_string();
-    let env = move |k: &str| (k == "AZURE_ENVIRONMENT_FILEPATH").then(|| env_file.clone());
+    let env_file = config.with_extension("environment.json").display().to_string();
+    let ca_file = config.with_extension("ca.pem").display().to_string();
+    let env = move |k: &str| match k {
+        "AZURE_ENVIRONMENT_FILEPATH" => Some(env_file.clone()),
+        "SSL_CERT_FILE" => Some(ca_file.clone()),
+        _ => None,
+    };
     let (cfg, _) = azure_cloud::config::CloudConfig::parse(&v.to_string(), &env).unwrap();
     let cloud = AzureCloud::new(cfg, &env).await.unwrap();
     let md = cloud

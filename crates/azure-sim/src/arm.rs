@@ -526,6 +526,12 @@ fn settle(store: &mut Store, id: &str, now: u64) {
     }
 }
 
+/// A stored body as ARM serves it: with its read-only back-references filled in.
+fn served(store: &Store, mut body: Value) -> Value {
+    crate::backrefs::fill(store, &mut body);
+    body
+}
+
 fn shape(mut body: Value, vm_like: bool, expand: bool) -> Value {
     if vm_like && !expand {
         if let Some(p) = body.get_mut("properties").and_then(Value::as_object_mut) {
@@ -565,7 +571,7 @@ fn get_or_list(s: &Shared, store: &mut Store, t: &Target, q: &HashMap<String, St
                 let prop = embedded_property(c).unwrap_or_default();
                 store
                     .get(&t.id())
-                    .map(|r| crate::store::prop_array(&r.body, prop).to_vec())
+                    .map(|r| crate::store::prop_array(&served(store, r.body.clone()), prop).to_vec())
                     .unwrap_or_default()
             } else {
                 if !t.pairs.is_empty() && store.get(&t.id()).is_none() {
@@ -578,7 +584,7 @@ fn get_or_list(s: &Shared, store: &mut Store, t: &Target, q: &HashMap<String, St
                 let vm_like = t.resource_type().to_ascii_lowercase().ends_with("/virtualmachines");
                 ids.iter()
                     .filter_map(|id| store.get(id))
-                    .map(|r| shape(r.body.clone(), vm_like, expand))
+                    .map(|r| shape(served(store, r.body.clone()), vm_like, expand))
                     .collect()
             };
             page(s, t, q, items)
@@ -588,13 +594,14 @@ fn get_or_list(s: &Shared, store: &mut Store, t: &Target, q: &HashMap<String, St
             if store.get(&id).is_some() {
                 settle(store, &id, now);
                 let body = store.get(&id).map(|r| r.body.clone()).unwrap_or_default();
-                return json_response(StatusCode::OK, &shape(body, t.is_vm_like(), expand));
+                return json_response(StatusCode::OK, &shape(served(store, body), t.is_vm_like(), expand));
             }
             if t.pairs.len() >= 2 {
                 if let Some(prop) = embedded_property(t.last_type()) {
                     let parent = t.id_of(&t.pairs[..t.pairs.len() - 1]);
                     if let Some(p) = store.get(&parent) {
-                        if let Some(child) = crate::store::prop_array(&p.body, prop).iter().find(|c| {
+                        let parent_body = served(store, p.body.clone());
+                        if let Some(child) = crate::store::prop_array(&parent_body, prop).iter().find(|c| {
                             c.get("name")
                                 .and_then(Value::as_str)
                                 .is_some_and(|n| n.eq_ignore_ascii_case(t.name()))
@@ -828,6 +835,7 @@ fn write(
                 collection: None,
                 ..t.clone()
             };
+            crate::backrefs::strip(&parent_target.arm_type(), &mut pbody);
             if let Err(e) = rules::validate(store, &parent_target.arm_type(), &parent_id, &mut pbody) {
                 return arm_error(StatusCode::BAD_REQUEST, &e.code, &e.message);
             }
@@ -900,6 +908,7 @@ fn write(
             p.entry("instanceView").or_insert_with(|| iv.clone());
         }
     }
+    crate::backrefs::strip(&t.arm_type(), &mut new_body);
     if let Err(e) = rules::validate(store, &t.arm_type(), &id, &mut new_body) {
         return arm_error(StatusCode::BAD_REQUEST, &e.code, &e.message);
     }
@@ -999,6 +1008,7 @@ fn finish_write(
     }
     let stored = store.put(&t.id(), &t.arm_type(), body, done);
     rules::propagate(store, &t.arm_type(), &stored);
+    let stored = served(store, stored);
     let answer = match child {
         Some((prop, name)) => crate::store::prop_array(&stored, prop)
             .iter()
@@ -1042,6 +1052,7 @@ fn delete(s: &Shared, store: &mut Store, t: &Target, now: u64) -> Response {
                 collection: None,
                 ..t.clone()
             };
+            crate::backrefs::strip(&parent_target.arm_type(), &mut pbody);
             if let Err(e) = rules::validate(store, &parent_target.arm_type(), &parent_id, &mut pbody) {
                 return arm_error(StatusCode::BAD_REQUEST, &e.code, &e.message);
             }

@@ -16,6 +16,7 @@
 pub mod accounting;
 mod admin;
 mod arm;
+mod backrefs;
 pub mod faults;
 mod identity;
 mod rules;
@@ -313,11 +314,18 @@ impl AzureSim {
 
     /// An azure.json (as JSON) for this simulator: service-principal credentials it accepts, the cluster's
     /// resources and `resourceManagerEndpoint` pointing at itself. `ca_path` is the written CA PEM.
+    ///
+    /// The form upstream's cloud-controller-manager accepts unmodified too: `cloud: AzurePublicCloud` (public
+    /// api-versions) with `resourceManagerEndpoint`, which both read as "discover the endpoints at
+    /// `{endpoint}/metadata/endpoints`". Two keys are ours — `trustedCACertPath` (the simulator's CA) and
+    /// `imdsEndpoint` — and upstream ignores unknown keys; a Go client trusts the CA through `SSL_CERT_FILE`
+    /// instead (which we read too). [`AzureSim::write_config`] also writes an environment file for clients
+    /// that take endpoints only from `AZURE_ENVIRONMENT_FILEPATH`.
     pub fn azure_json(&self, ca_path: Option<&Path>) -> Value {
         let c = &self.shared.cluster;
         let o = &self.shared.opts;
         let mut v = json!({
-            "cloud": "AzureStackCloud",
+            "cloud": "AzurePublicCloud",
             "tenantId": o.tenant_id,
             "subscriptionId": c.subscription,
             "aadClientId": o.client_id,
@@ -346,8 +354,12 @@ impl AzureSim {
         v
     }
 
-    /// Writes the azure.json and, in HTTPS mode, the CA PEM beside it (`<file>.ca.pem`).
+    /// Writes the azure.json, the environment file beside it (`<file>.environment.json`, for
+    /// `AZURE_ENVIRONMENT_FILEPATH`) and, in HTTPS mode, the CA PEM (`<file>.ca.pem`, for `SSL_CERT_FILE` or
+    /// `trustedCACertPath`).
     pub fn write_config(&self, path: &Path) -> std::io::Result<()> {
+        let env_text = serde_json::to_string_pretty(&self.environment_file()).unwrap_or_default();
+        std::fs::write(path.with_extension("environment.json"), env_text)?;
         let ca_path = match &self.ca_pem {
             Some(pem) => {
                 let p = path.with_extension("ca.pem");

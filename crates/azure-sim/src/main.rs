@@ -13,7 +13,8 @@ struct Args {
     /// Address to serve on (loopback).
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: std::net::SocketAddr,
-    /// Write an azure.json for this simulator (and its CA beside it as `<file>.ca.pem`).
+    /// Write an azure.json for this simulator (its CA beside it as `<file>.ca.pem`, an environment file as
+    /// `<file>.environment.json`).
     #[arg(long)]
     write_config: Option<PathBuf>,
     /// Scenario file (JSON or YAML); default: one scale set of 3 instances and 2 availability-set VMs.
@@ -78,7 +79,12 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(path) = &args.write_config {
         sim.write_config(path)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        eprintln!("azure-sim: wrote {}", path.display());
+        eprintln!(
+            "azure-sim: wrote {} (for a Go client such as upstream's: SSL_CERT_FILE={} AZURE_ENVIRONMENT_FILEPATH={})",
+            path.display(),
+            path.with_extension("ca.pem").display(),
+            path.with_extension("environment.json").display()
+        );
     }
     eprintln!(
         "azure-sim: serving {} (admin: {}/_sim/calls, /_sim/state, /_sim/faults, /_sim/instances)",

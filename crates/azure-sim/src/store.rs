@@ -180,13 +180,18 @@ impl Store {
 
     /// Ids of other resources that reference `id` (or something under it) in their bodies.
     pub fn referrers(&self, id: &str) -> Vec<String> {
+        self.referring(id).into_iter().map(|r| r.id.clone()).collect()
+    }
+
+    /// Other resources that reference `id` (or something under it) in their bodies.
+    pub fn referring(&self, id: &str) -> Vec<&Resource> {
         let id = id.to_ascii_lowercase();
         let own_prefix = format!("{id}/");
         self.resources
             .iter()
             .filter(|(k, _)| k.as_str() != id && !k.starts_with(&own_prefix))
             .filter(|(_, r)| r.refs.iter().any(|x| *x == id || x.starts_with(&own_prefix)))
-            .map(|(_, r)| r.id.clone())
+            .map(|(_, r)| r)
             .collect()
     }
 

@@ -582,6 +582,107 @@ async fn load_balancer_in_use_names_the_scale_set() {
     assert!(msg.ends_with(&format!("virtual machine scale set {ss_id}.")), "{msg}");
 }
 
+/// Ids of `{"id": ...}` references at a JSON pointer.
+fn ref_ids(v: &Value, pointer: &str) -> Vec<String> {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|r| r["id"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// ARM computes read-only back-references and real clients depend on them: before deleting a load balancer,
+/// upstream reads a pool's `backendIPConfigurations` to find the NICs and scale-set instances to detach.
+/// Driven with raw requests, as such a client does: join, read, echo a served body back, detach, delete.
+#[tokio::test]
+async fn read_only_back_references_are_served_as_arm_does() {
+    let t = start(SimOptions::default()).await;
+    let pip = t.net("publicIPAddresses/pip-a");
+    let pip_body = json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static"}});
+    assert!(t.put(&pip, pip_body).await.0.is_success());
+    let lb_path = t.net("loadBalancers/kubernetes");
+    assert_eq!(t.put(&lb_path, lb(&t, "Standard", Some("pip-a"))).await.0, 201);
+    let pool = format!("{lb_path}/backendAddressPools/kubernetes");
+    // An availability-set VM's NIC joins the pool (GET, change, PUT back).
+    let nic_path = t.net("networkInterfaces/k8s-pool2-0-nic");
+    let (s, mut nic) = t.get(&nic_path, NET).await;
+    assert_eq!(s, 200, "{nic}");
+    nic["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = json!([{"id": pool}]);
+    assert!(t.put(&nic_path, nic.clone()).await.0.is_success());
+    let nic_ipc = nic["properties"]["ipConfigurations"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A scale-set instance joins through its network profile (what a client PUTs).
+    let inst = t.cmp("virtualMachineScaleSets/k8s-pool1-vmss/virtualMachines/0");
+    let (_, mut vm) = t.get(&inst, CMP).await;
+    vm["properties"]["networkProfileConfiguration"]["networkInterfaceConfigurations"][0]["properties"]
+        ["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = json!([{"id": pool}]);
+    assert!(t.put(&inst, vm.clone()).await.0.is_success());
+    let inst_ipc = format!("{inst}/networkInterfaces/k8s-pool1-vmss-nic/ipConfigurations/ipconfig1");
+
+    let (_, served) = t.get(&lb_path, NET).await;
+    let members = ref_ids(
+        &served,
+        "/properties/backendAddressPools/0/properties/backendIPConfigurations",
+    );
+    assert!(members.iter().any(|m| m.eq_ignore_ascii_case(&nic_ipc)), "{members:?}");
+    assert!(members.iter().any(|m| m.eq_ignore_ascii_case(&inst_ipc)), "{members:?}");
+    assert_eq!(members.len(), 2, "{members:?}");
+    let rule = format!("{lb_path}/loadBalancingRules/r80");
+    for p in [
+        "/properties/backendAddressPools/0/properties/loadBalancingRules",
+        "/properties/frontendIPConfigurations/0/properties/loadBalancingRules",
+        "/properties/probes/0/properties/loadBalancingRules",
+    ] {
+        assert_eq!(ref_ids(&served, p), vec![rule.clone()], "{p}");
+    }
+    // The child resource is served the same way.
+    let (_, pool_body) = t.get(&pool, NET).await;
+    assert_eq!(ref_ids(&pool_body, "/properties/backendIPConfigurations").len(), 2);
+    // A public IP names the frontend that uses it; a subnet its IP configurations; the security group its
+    // subnets.
+    let (_, p) = t.get(&pip, NET).await;
+    assert_eq!(
+        p["properties"]["ipConfiguration"]["id"],
+        format!("{lb_path}/frontendIPConfigurations/fe1")
+    );
+    let subnet = t.net("virtualNetworks/sim-vnet/subnets/nodes");
+    let (_, sn) = t.get(&subnet, NET).await;
+    let on_subnet = ref_ids(&sn, "/properties/ipConfigurations");
+    assert!(
+        on_subnet.iter().any(|m| m.eq_ignore_ascii_case(&nic_ipc)),
+        "{on_subnet:?}"
+    );
+    assert!(on_subnet.len() >= 5, "every node NIC: {on_subnet:?}");
+    let (_, nsg) = t.get(&t.net("networkSecurityGroups/sim-nsg"), NET).await;
+    assert_eq!(ref_ids(&nsg, "/properties/subnets"), vec![subnet.clone()]);
+
+    // Echoing a served body back is accepted (ARM ignores read-only properties) and stores none of them.
+    let (s, _, _) = t.put(&lb_path, served.clone()).await;
+    assert!(s.is_success(), "{s}");
+    // Detach what backendIPConfigurations named, then the delete succeeds.
+    nic["properties"]["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = json!([]);
+    let (_, current) = t.get(&nic_path, NET).await;
+    nic["etag"] = current["etag"].clone();
+    assert!(t.put(&nic_path, nic).await.0.is_success());
+    vm["properties"]["networkProfileConfiguration"]["networkInterfaceConfigurations"][0]["properties"]
+        ["ipConfigurations"][0]["properties"]["loadBalancerBackendAddressPools"] = json!([]);
+    let (_, current) = t.get(&inst, CMP).await;
+    vm["etag"] = current["etag"].clone();
+    assert!(t.put(&inst, vm).await.0.is_success());
+    let (_, after) = t.get(&lb_path, NET).await;
+    assert!(
+        after
+            .pointer("/properties/backendAddressPools/0/properties/backendIPConfigurations")
+            .is_none(),
+        "no stale copy of the echoed list: {after}"
+    );
+    let (s, _, v) = t.call(Method::DELETE, &lb_path, NET, None, &[]).await;
+    assert!(s.is_success(), "{s} {v}");
+    let (_, p) = t.get(&pip, NET).await;
+    assert!(p["properties"].get("ipConfiguration").is_none(), "{p}");
+}
+
 /// What a real client sends to change a scale-set instance's pools: location, hardware and network
 /// profiles and the etag only. Compute keeps the rest (computer name, OS profile, ...).
 #[tokio::test]
@@ -895,8 +996,20 @@ async fn config_written_for_the_provider() {
     let cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(cfg["resourceManagerEndpoint"], format!("{}/", t.sim.url()));
     assert_eq!(cfg["vmType"], "vmss");
+    // Public api-versions and discovery from resourceManagerEndpoint: the form upstream accepts unmodified
+    // (AzureStackCloud would switch it to Azure Stack's api-versions and demand an environment file).
+    assert_eq!(cfg["cloud"], "AzurePublicCloud");
     let ca = std::fs::read_to_string(cfg["trustedCACertPath"].as_str().unwrap()).unwrap();
     assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(
+        std::fs::read_to_string(path.with_extension("ca.pem")).unwrap(),
+        ca,
+        "the CA for SSL_CERT_FILE"
+    );
+    let env: Value =
+        serde_json::from_str(&std::fs::read_to_string(path.with_extension("environment.json")).unwrap()).unwrap();
+    assert_eq!(env["resourceManagerEndpoint"], format!("{}/", t.sim.url()));
+    assert!(env["tokenAudience"].as_str().is_some_and(|a| !a.is_empty()), "{env}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
