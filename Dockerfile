@@ -1,12 +1,22 @@
-# A small static image of azure-cloud-controller-manager (musl, rustls: no OpenSSL, no libc at run time).
-# Not built in this project's CI (no container engine there).
-FROM rust:1.95-alpine AS build
-RUN apk add --no-cache musl-dev
+# The azure-cloud-rs image: the controller manager at upstream's path (/usr/local/bin/cloud-controller-manager,
+# as upstream's chart runs `command: ["cloud-controller-manager"]`) and the per-node agent beside it
+# (/usr/local/bin/cloud-node-manager, the same binary: it runs as the agent when invoked under that name).
+#
+# glibc, not musl: the benchmarks in docs/benchmarks.md were measured with glibc's allocator and the two-arena
+# cap the binary sets at start (MALLOC_ARENA_MAX overrides it); musl's allocator has neither the tuning nor
+# the same footprint. Non-root, no shell, no package manager.
+#
+# Not built in this project's CI (no container engine there): `docker build -t azure-cloud-controller-manager .`
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p ccm --bin azure-cloud-controller-manager
+RUN cargo build --release --locked -p ccm --bin azure-cloud-controller-manager \
+ && mkdir -p /out/usr/local/bin \
+ && cp target/release/azure-cloud-controller-manager /out/usr/local/bin/cloud-controller-manager \
+ && ln -s cloud-controller-manager /out/usr/local/bin/cloud-node-manager \
+ && ln -s cloud-controller-manager /out/usr/local/bin/azure-cloud-controller-manager
 
-FROM scratch
-COPY --from=build /src/target/release/azure-cloud-controller-manager /azure-cloud-controller-manager
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/ /
 USER 65532:65532
-ENTRYPOINT ["/azure-cloud-controller-manager"]
+ENTRYPOINT ["/usr/local/bin/cloud-controller-manager"]

@@ -1,8 +1,9 @@
 //! Instance metadata service client: `/metadata/instance` and `/metadata/loadbalancer` (cached one minute,
-//! as upstream), and the local node's addresses in upstream's order.
+//! as upstream), the local node's addresses in upstream's order, and everything the per-node agent
+//! (`cloud-node-manager --use-instance-metadata`) sets on its own Node, without one ARM call.
 
 use crate::arm::{ReadMode, TtlCache};
-use crate::provider::{address, CloudError};
+use crate::provider::{address, CloudError, InstanceMetadata};
 use k8s_openapi::api::core::v1::NodeAddress;
 use serde_json::Value;
 use std::sync::Arc;
@@ -113,6 +114,43 @@ pub fn local_addresses(
     Ok(out)
 }
 
+/// The label upstream's node manager sets from IMDS `compute.platformSubFaultDomain` (when not empty).
+pub const SUB_FAULT_DOMAIN_LABEL: &str = "topology.kubernetes.azure.com/sub-fault-domain";
+
+/// The local node as IMDS describes it (pure): provider id from `compute.resourceId` (resource group
+/// lower-cased, as the ARM-backed provider writes it), instance type, zone (`<location>-<zone>`, else the fault
+/// domain) and region, and addresses (see [`local_addresses`]).
+pub fn local_instance_metadata(
+    node_name: &str,
+    instance: &Value,
+    load_balancer: Option<&Value>,
+) -> Result<InstanceMetadata, CloudError> {
+    let resource_id = s(instance, "/compute/resourceId")
+        .ok_or_else(|| CloudError::Imds("the instance metadata has no compute.resourceId".into()))?;
+    let id = crate::arm::id::ResourceId::parse(&resource_id)
+        .map_err(|e| CloudError::Imds(format!("compute.resourceId {resource_id:?}: {e}")))?;
+    let location = s(instance, "/compute/location")
+        .ok_or_else(|| CloudError::Imds("the instance metadata has no compute.location".into()))?;
+    let fault_domain = s(instance, "/compute/platformFaultDomain").and_then(|f| f.parse::<i32>().ok());
+    let zone =
+        crate::vmset::names::zone_failure_domain(&location, s(instance, "/compute/zone").as_deref(), fault_domain)
+            .map_err(CloudError::Imds)?;
+    Ok(InstanceMetadata {
+        provider_id: crate::arm::id::provider_id_for(&id),
+        instance_type: s(instance, "/compute/vmSize").unwrap_or_default(),
+        node_addresses: local_addresses(node_name, instance, load_balancer)?,
+        zone,
+        region: location.to_ascii_lowercase(),
+    })
+}
+
+/// Labels the node manager sets beyond the common ones: the platform sub-fault domain when IMDS has one.
+pub fn local_extra_labels(instance: &Value) -> Vec<(String, String)> {
+    s(instance, "/compute/platformSubFaultDomain")
+        .map(|v| vec![(SUB_FAULT_DOMAIN_LABEL.to_string(), v)])
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +186,48 @@ mod tests {
             err.contains("get empty IP addresses from instance metadata service"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn local_instance_metadata_table() {
+        let iface = json!([{"ipv4": {"ipAddress": [{"privateIpAddress": "10.240.0.5", "publicIpAddress": ""}]}}]);
+        let ss = "/subscriptions/sub/resourceGroups/MC_RG/providers/Microsoft.Compute/virtualMachineScaleSets/pool1/virtualMachines/3";
+        let cases = [
+            // (compute, want provider id, zone, region, instance type, sub-fault-domain label)
+            (
+                json!({"resourceId": ss, "location": "EastUS", "zone": "2", "platformFaultDomain": "1", "vmSize": "Standard_D2s_v3", "platformSubFaultDomain": "3"}),
+                Ok(("azure:///subscriptions/sub/resourceGroups/mc_rg/providers/Microsoft.Compute/virtualMachineScaleSets/pool1/virtualMachines/3", "eastus-2", "eastus", "Standard_D2s_v3")),
+                Some("3"),
+            ),
+            (
+                json!({"resourceId": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm-0", "location": "westeurope", "zone": "", "platformFaultDomain": "4", "vmSize": "Standard_B2s"}),
+                Ok(("azure:///subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm-0", "4", "westeurope", "Standard_B2s")),
+                None,
+            ),
+            (json!({"location": "eastus"}), Err("compute.resourceId"), None),
+            (json!({"resourceId": "not-an-id", "location": "eastus"}), Err("not-an-id"), None),
+            (json!({"resourceId": ss, "location": "eastus", "zone": "two"}), Err("zone"), None),
+        ];
+        for (compute, want, sub_fd) in cases {
+            let doc = json!({"compute": compute, "network": {"interface": iface}});
+            match (local_instance_metadata("node-a", &doc, None), want) {
+                (Ok(md), Ok((pid, zone, region, size))) => {
+                    assert_eq!(
+                        (
+                            md.provider_id.as_str(),
+                            md.zone.as_str(),
+                            md.region.as_str(),
+                            md.instance_type.as_str()
+                        ),
+                        (pid, zone, region, size)
+                    );
+                    assert_eq!(kinds(&md.node_addresses)[1], ("InternalIP".into(), "10.240.0.5".into()));
+                }
+                (Err(e), Err(part)) => assert!(e.to_string().contains(part), "{e} lacks {part}"),
+                (got, want) => panic!("{compute}: got {got:?}, want {want:?}"),
+            }
+            let labels = local_extra_labels(&doc);
+            assert_eq!(labels.first().map(|(_, v)| v.as_str()), sub_fd);
+        }
     }
 }

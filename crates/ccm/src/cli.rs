@@ -173,10 +173,15 @@ pub fn level_for(v: u8) -> tracing::Level {
 
 /// Installs the log subscriber.
 pub fn init_logging(opts: &Options) {
+    init_logging_with(opts.verbosity, &opts.logging_format);
+}
+
+/// Installs the log subscriber for a klog verbosity and `--logging-format` (`text` or `json`).
+pub fn init_logging_with(verbosity: u8, format: &str) {
     let builder = tracing_subscriber::fmt()
-        .with_max_level(level_for(opts.verbosity))
+        .with_max_level(level_for(verbosity))
         .with_writer(std::io::stderr);
-    if opts.logging_format.eq_ignore_ascii_case("json") {
+    if format.eq_ignore_ascii_case("json") {
         let _ = builder.json().try_init();
     } else {
         let _ = builder.try_init();

@@ -50,7 +50,7 @@ impl Default for Timing {
     }
 }
 
-fn has_taint(node: &Node, key: &str) -> bool {
+pub(crate) fn has_taint(node: &Node, key: &str) -> bool {
     node.spec
         .as_ref()
         .and_then(|s| s.taints.as_ref())
@@ -163,8 +163,23 @@ fn event(recorder: &Recorder, node: &Node, type_: EventType, reason: &str, note:
 
 /// Initialises one node; returns the error to retry on.
 pub async fn initialize(api: &Api<Node>, cloud: &dyn InstancesV2, node: &Node) -> Result<(), CloudError> {
-    let name = node.name_any();
     let md = cloud.instance_metadata(node).await?;
+    apply_initialisation(api, node, &md, &[]).await
+}
+
+/// Writes what initialisation sets (provider id unless set, labels of [`node_labels`] and `extra_labels`, the
+/// node's addresses) and removes the uninitialised taint.
+pub async fn apply_initialisation(
+    api: &Api<Node>,
+    node: &Node,
+    md: &azure_cloud::provider::InstanceMetadata,
+    extra_labels: &[(String, String)],
+) -> Result<(), CloudError> {
+    let name = node.name_any();
+    let mut labels = node_labels(md);
+    for (k, v) in extra_labels {
+        labels.insert(k.clone(), json!(v));
+    }
     let mut spec = json!({"taints": taints_without(node, UNINITIALIZED_TAINT)});
     if node
         .spec
@@ -174,7 +189,7 @@ pub async fn initialize(api: &Api<Node>, cloud: &dyn InstancesV2, node: &Node) -
     {
         spec["providerID"] = json!(md.provider_id);
     }
-    let patch = json!({"metadata": {"labels": node_labels(&md)}, "spec": spec});
+    let patch = json!({"metadata": {"labels": labels}, "spec": spec});
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| CloudError::Azure(format!("patching node {name}: {e}")))?;
@@ -287,24 +302,36 @@ async fn refresh_addresses(api: &Api<Node>, cloud: &dyn InstancesV2, nodes: &[Ar
         let Ok(md) = cloud.instance_metadata(node).await else {
             continue;
         };
-        let current = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.clone())
-            .unwrap_or_default();
-        if current != md.node_addresses {
-            let show = |a: &[NodeAddress]| {
-                a.iter()
-                    .map(|x| format!("{}={}", x.type_, x.address))
-                    .collect::<Vec<_>>()
-            };
-            tracing::info!(node = %node.name_any(), from = ?show(&current), to = ?show(&md.node_addresses), "node addresses changed");
-            let p = json!({"status": {"addresses": md.node_addresses}});
-            let _ = api
-                .patch_status(&node.name_any(), &PatchParams::default(), &Patch::Merge(&p))
-                .await;
+        if let Err(e) = update_addresses(api, node, &md.node_addresses).await {
+            tracing::warn!(node = %node.name_any(), error = %e, "cannot update the node's addresses");
         }
     }
+}
+
+/// Writes a node's addresses when they differ from what it has; true when it wrote.
+pub(crate) async fn update_addresses(
+    api: &Api<Node>,
+    node: &Node,
+    addresses: &[NodeAddress],
+) -> Result<bool, kube::Error> {
+    let current = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.clone())
+        .unwrap_or_default();
+    if current == addresses {
+        return Ok(false);
+    }
+    let show = |a: &[NodeAddress]| {
+        a.iter()
+            .map(|x| format!("{}={}", x.type_, x.address))
+            .collect::<Vec<_>>()
+    };
+    tracing::info!(node = %node.name_any(), from = ?show(&current), to = ?show(addresses), "node addresses changed");
+    let p = json!({"status": {"addresses": addresses}});
+    api.patch_status(&node.name_any(), &PatchParams::default(), &Patch::Merge(&p))
+        .await?;
+    Ok(true)
 }
 
 /// One lifecycle pass over `nodes` (the shared cache's).

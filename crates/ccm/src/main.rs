@@ -23,10 +23,33 @@ fn runtime() -> tokio::runtime::Runtime {
     })
 }
 
+/// True when this process runs as the per-node agent: invoked as `cloud-node-manager` (the image links that
+/// name to this binary, as upstream's chart runs it) or as `azure-cloud-controller-manager node-manager`.
+fn node_manager_args() -> Option<Vec<std::ffi::OsString>> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if invoked_as == "cloud-node-manager" {
+        return Some(args);
+    }
+    if args.get(1).is_some_and(|a| a == "node-manager") {
+        args.remove(1);
+        args[0] = "cloud-node-manager".into();
+        return Some(args);
+    }
+    None
+}
+
 fn main() {
     limit_malloc_arenas();
     // One TLS provider for the whole process, installed before any client is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Some(args) = node_manager_args() {
+        std::process::exit(ccm::node_manager::main_with(args));
+    }
     let opts = ccm::cli::Options::parse();
     ccm::cli::init_logging(&opts);
     if let Some(ccm::cli::Command::Demo(args)) = &opts.command {

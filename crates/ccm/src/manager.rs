@@ -97,6 +97,18 @@ async fn kube_client(opts: &Options) -> Result<kube::Client, String> {
 
 /// A client of the API server from a kubeconfig (`flag` names it in errors), else in-cluster.
 async fn kube_client_from(opts: &Options, path: Option<&std::path::Path>, flag: &str) -> Result<kube::Client, String> {
+    let master = opts.master.as_deref().filter(|_| flag == "--kubeconfig");
+    kube_client_at(path, master, opts.kube_api_concurrency as usize, flag).await
+}
+
+/// A client of the API server from a kubeconfig (`flag` names it in errors; `master` overrides its server),
+/// else in-cluster, with at most `concurrency` requests in flight.
+pub(crate) async fn kube_client_at(
+    path: Option<&std::path::Path>,
+    master: Option<&str>,
+    concurrency: usize,
+    flag: &str,
+) -> Result<kube::Client, String> {
     let mut cfg = match path {
         Some(p) => {
             let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| format!("{flag} {}: {e}", p.display()))?;
@@ -108,13 +120,11 @@ async fn kube_client_from(opts: &Options, path: Option<&std::path::Path>, flag: 
             .await
             .map_err(|e| format!("no kubeconfig: {e} (pass --kubeconfig)"))?,
     };
-    if let Some(m) = opts.master.as_ref().filter(|_| flag == "--kubeconfig") {
+    if let Some(m) = master {
         cfg.cluster_url = m.parse().map_err(|e| format!("--master {m:?}: {e}"))?;
     }
     let builder = kube::client::ClientBuilder::try_from(cfg).map_err(|e| e.to_string())?;
-    Ok(builder
-        .with_layer(&InFlightLimit::new(opts.kube_api_concurrency as usize))
-        .build())
+    Ok(builder.with_layer(&InFlightLimit::new(concurrency)).build())
 }
 
 /// A tower layer that lets at most `n` Kubernetes API requests wait for their response headers at once.

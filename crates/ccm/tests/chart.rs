@@ -196,6 +196,20 @@ fn rendered_flags_are_accepted_by_the_binary() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{a:?}: {err}");
+    // The node agent's flags: parsed (an unknown one exits 2), then it stops at the missing API server (1).
+    let n: Vec<String> = args(find(&docs, "DaemonSet", "cloud-node-manager"))
+        .into_iter()
+        .map(|x| x.replace("$(NODE_NAME)", "node-0"))
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"))
+        .arg("node-manager")
+        .args(&n)
+        .arg("--kubeconfig=/nonexistent/kubeconfig")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{n:?}: {err}");
+    assert!(err.contains("/nonexistent/kubeconfig"), "{err}");
 }
 
 #[test]
