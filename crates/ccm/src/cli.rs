@@ -52,6 +52,21 @@ pub struct Options {
     /// The cluster's pod CIDR(s), comma-separated.
     #[arg(long = "cluster-cidr", default_value = "")]
     pub cluster_cidr: String,
+    /// node-ipam allocator: `RangeAllocator` (upstream's `CloudAllocator` is not implemented).
+    #[arg(long = "cidr-allocator-type", default_value = "RangeAllocator")]
+    pub cidr_allocator_type: String,
+    /// Node pod-CIDR mask size of a single-stack cluster (node-ipam).
+    #[arg(long = "node-cidr-mask-size")]
+    pub node_cidr_mask_size: Option<String>,
+    /// IPv4 node pod-CIDR mask size (node-ipam; default 24).
+    #[arg(long = "node-cidr-mask-size-ipv4")]
+    pub node_cidr_mask_size_ipv4: Option<String>,
+    /// IPv6 node pod-CIDR mask size (node-ipam; default 64).
+    #[arg(long = "node-cidr-mask-size-ipv6")]
+    pub node_cidr_mask_size_ipv6: Option<String>,
+    /// Service CIDRs: never allocated to a Node when they overlap `--cluster-cidr` (node-ipam).
+    #[arg(long = "service-cluster-ip-range")]
+    pub service_cluster_ip_range: Option<String>,
     /// Route reconciliation period.
     #[arg(long = "route-reconciliation-period", default_value = "10s")]
     pub route_reconciliation_period: String,
@@ -205,6 +220,13 @@ pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         );
         return 1;
     };
+    // The flags the manager checks at start, checked here too.
+    let flags = crate::manager::enabled_controllers(&opts.controllers)
+        .and_then(|enabled| crate::manager::ipam_settings(opts, &enabled));
+    if let Err(e) = flags {
+        let _ = writeln!(err, "{e}");
+        return 1;
+    }
     check_config(path, out, err)
 }
 

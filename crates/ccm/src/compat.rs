@@ -69,16 +69,6 @@ compat_flags! {
     concurrent_node_syncs = "concurrent-node-syncs", value, "nodes are initialised from shared cached lists, one ARM list per scale set whatever the concurrency";
     /// Concurrent node status updates.
     concurrent_node_status_updates = "concurrent-node-status-updates", value, "node addresses are refreshed in one pass";
-    /// The node CIDR allocator (node-ipam).
-    cidr_allocator_type = "cidr-allocator-type", value, "node-ipam is not implemented yet: Nodes must get their podCIDRs elsewhere";
-    /// Node CIDR mask size (node-ipam).
-    node_cidr_mask_size = "node-cidr-mask-size", value, "node-ipam is not implemented yet";
-    /// IPv4 node CIDR mask size (node-ipam).
-    node_cidr_mask_size_ipv4 = "node-cidr-mask-size-ipv4", value, "node-ipam is not implemented yet";
-    /// IPv6 node CIDR mask size (node-ipam).
-    node_cidr_mask_size_ipv6 = "node-cidr-mask-size-ipv6", value, "node-ipam is not implemented yet";
-    /// The service CIDR (node-ipam).
-    service_cluster_ip_range = "service-cluster-ip-range", value, "node-ipam is not implemented yet";
     /// The in-tree volume plugin of external clouds.
     external_cloud_volume_plugin = "external-cloud-volume-plugin", value, "volumes are handled by CSI drivers";
     /// Upstream's admission webhooks of the CCM.

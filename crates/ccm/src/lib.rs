@@ -13,6 +13,7 @@ pub mod informer;
 pub mod leader;
 pub mod manager;
 pub mod metrics;
+pub mod node_ipam;
 pub mod node_manager;
 pub mod runtime;
 pub mod service;

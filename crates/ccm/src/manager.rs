@@ -60,11 +60,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Which controllers run (`--controllers`: `*`, names, `-name`; aliases as upstream).
 pub fn enabled_controllers(spec: &str) -> Result<Vec<&'static str>, String> {
-    const ALL: [(&str, &str); 4] = [
+    const ALL: [(&str, &str); 5] = [
         ("cloud-node-controller", "cloud-node"),
         ("cloud-node-lifecycle-controller", "cloud-node-lifecycle"),
         ("service-lb-controller", "service"),
         ("node-route-controller", "route"),
+        ("node-ipam-controller", "node-ipam"),
     ];
     let canonical = |n: &str| ALL.iter().find(|(c, a)| *c == n || *a == n).map(|(c, _)| *c);
     let mut on: Vec<&'static str> = Vec::new();
@@ -79,7 +80,7 @@ pub fn enabled_controllers(spec: &str) -> Result<Vec<&'static str>, String> {
         };
         let c = canonical(name).ok_or_else(|| {
             format!(
-                "--controllers: unknown controller {name:?} (known: cloud-node, cloud-node-lifecycle, service, route)"
+                "--controllers: unknown controller {name:?} (known: cloud-node, cloud-node-lifecycle, service, route, node-ipam)"
             )
         })?;
         if neg {
@@ -181,6 +182,29 @@ where
     }
 }
 
+/// node-ipam's settings when it runs (`--allocate-node-cidrs=true` and the controller enabled), checked at
+/// start so a wrong flag stops the manager with its name instead of a controller failing later.
+pub fn ipam_settings(opts: &Options, enabled: &[&str]) -> Result<Option<crate::node_ipam::IpamSettings>, String> {
+    if !opts.allocate_node_cidrs || !enabled.contains(&"node-ipam-controller") {
+        return Ok(None);
+    }
+    if !opts.cidr_allocator_type.eq_ignore_ascii_case("RangeAllocator") {
+        return Err(format!(
+            "--cidr-allocator-type={}: only RangeAllocator is implemented (upstream's CloudAllocator is not); use RangeAllocator or --allocate-node-cidrs=false",
+            opts.cidr_allocator_type
+        ));
+    }
+    crate::node_ipam::IpamSettings::from_flags(
+        &opts.cluster_cidr,
+        opts.node_cidr_mask_size.as_deref(),
+        opts.node_cidr_mask_size_ipv4.as_deref(),
+        opts.node_cidr_mask_size_ipv6.as_deref(),
+        opts.service_cluster_ip_range.as_deref(),
+    )
+    .map(Some)
+    .map_err(|e| e.to_string())
+}
+
 /// Runs the manager until SIGTERM/Ctrl-C.
 pub async fn run(opts: &Options) -> Result<(), String> {
     for w in opts.compat.warnings() {
@@ -233,12 +257,16 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     }
     let controller_metrics = crate::metrics::ControllerMetrics::default();
     controller_metrics.register(&mut registry);
-    let leader_gauge: Gauge = Gauge::default();
+    // As client-go's leader election: labelled with the lease name.
+    let leader_family: prometheus_client::metrics::family::Family<Vec<(String, String)>, Gauge> = Default::default();
     registry.register(
         "leader_election_master_status",
-        "Whether this instance holds the leader lease (1) or not (0)",
-        leader_gauge.clone(),
+        "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master. 'name' is the string used to identify the lease.",
+        leader_family.clone(),
     );
+    let leader_gauge: Gauge = leader_family
+        .get_or_create(&vec![("name".to_string(), opts.leader_elect_resource_name.clone())])
+        .clone();
     let registry = Arc::new(registry);
     let health = crate::runtime::Health::default();
     let ready = Arc::new(AtomicBool::new(false));
@@ -274,6 +302,7 @@ pub async fn run(opts: &Options) -> Result<(), String> {
     } else {
         None
     };
+    let ipam_settings = ipam_settings(opts, &enabled)?;
     let node_sync_period = parse_duration(&opts.node_sync_period)?;
     let service_settings = enabled
         .contains(&"service-lb-controller")
@@ -334,6 +363,12 @@ pub async fn run(opts: &Options) -> Result<(), String> {
                 tasks.spawn(
                     "cloud-node-lifecycle",
                     controllers::run_lifecycle_controller(client.clone(), cloud_v2, timing.clone(), nodes.clone()),
+                );
+            }
+            if let Some(settings) = ipam_settings.clone() {
+                tasks.spawn(
+                    "node-ipam",
+                    crate::node_ipam::run(client.clone(), settings, nodes.clone()),
                 );
             }
             if let Some(rs) = route_settings.clone() {
@@ -631,13 +666,14 @@ mod tests {
 
     #[test]
     fn controller_sets() {
-        assert_eq!(enabled_controllers("*").unwrap().len(), 4);
+        assert_eq!(enabled_controllers("*").unwrap().len(), 5);
         assert_eq!(
             enabled_controllers("*,-cloud-node").unwrap(),
             vec![
                 "cloud-node-lifecycle-controller",
                 "service-lb-controller",
-                "node-route-controller"
+                "node-route-controller",
+                "node-ipam-controller"
             ]
         );
         assert_eq!(

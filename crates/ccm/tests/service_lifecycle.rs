@@ -286,8 +286,38 @@ async fn load_balancer_service_lifecycle_through_arm_faults() {
         "controller_reconcile_duration_seconds_count{controller=\"cloud-node\"}",
         "workqueue_depth{name=\"service-controller\"}",
         "cloudprovider_azure_api_request_duration_seconds",
+        // Upstream's request names (old clients: plural resource names).
+        "request=\"load_balancers_create_or_update\"",
+        "request=\"public_ip_addresses_create_or_update\"",
+        // Upstream's azclient series (≥ v1.32): names, types and label sets dashboards use.
+        "# TYPE arm_request_duration_seconds histogram",
+        "resource=\"LoadBalancer\",method=\"create_or_update\"} ",
+        "resource=\"PublicIPAddress\",method=\"create_or_update\"",
+        "# TYPE arm_request_errors_counter counter",
+        "# TYPE arm_request_rate_limit_counter counter",
+        "# TYPE arm_request_throttle_counter counter",
+        "leader_election_master_status{name=\"cloud-controller-manager\"}",
     ] {
         assert!(metrics.contains(m), "{m} missing:\n{metrics}");
+    }
+    // The ARM latency histogram has upstream's buckets, and every sample carries exactly upstream's labels.
+    let sample = metrics
+        .lines()
+        .find(|l| l.starts_with("arm_request_duration_seconds_count{"))
+        .expect("an ARM duration sample");
+    let labels: Vec<&str> = sample[sample.find('{').unwrap() + 1..sample.find('}').unwrap()]
+        .split(',')
+        .map(|kv| kv.split('=').next().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        ["subscription_id", "resource_group", "resource", "method"],
+        "{sample}"
+    );
+    for le in [
+        "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "60.0", "300.0", "600.0",
+    ] {
+        assert!(metrics.contains(&format!("le=\"{le}\"")), "bucket {le} missing");
     }
     // The nodes were never deleted by the lifecycle controller through the faults.
     assert_eq!(nodes.list(&Default::default()).await.unwrap().items.len(), 5);

@@ -139,6 +139,14 @@ impl ArmError {
         }
     }
 
+    /// ARM's `error.code` when it answered with one (for metrics).
+    pub fn arm_code(&self) -> &str {
+        match self {
+            Self::NotFound { code, .. } | Self::Http { code, .. } | Self::OperationFailed { code, .. } => code,
+            _ => "",
+        }
+    }
+
     /// The HTTP status, for metrics (`0` when there was no answer).
     pub fn status(&self) -> u16 {
         match self {

@@ -1,12 +1,20 @@
 //! ARM call metrics under upstream's names, plus a per-operation count of requests actually sent
 //! (our main performance figure, read by tests and benchmarks).
 //!
+//! Upstream (≥ v1.32, its `azclient` clients) exposes `arm_request_duration_seconds` (histogram, buckets
+//! .1 … 600 s), `arm_request_errors_counter`, `arm_request_rate_limit_counter` and
+//! `arm_request_throttle_counter` (counters), labelled `subscription_id`, `resource_group` (lower-case),
+//! `resource` (the SDK type, e.g. `LoadBalancer`) and `method` (`get`, `create_or_update`, ...); errors add
+//! `status_code` and `error_code` when ARM answered. Those are exposed here with the same names, types and
+//! labels (counters as counters: their samples end in `_total`).
+//!
 //! Upstream exposes `cloudprovider_azure_api_request_{duration_seconds,errors,throttled_count,
 //! ratelimited_count}` through component-base (no `_total` suffix). OpenMetrics requires counters to end
 //! in `_total`, so to keep upstream's exact names (dashboards depend on them) the three monotonic series
 //! are exposed with the gauge type.
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -28,12 +36,90 @@ pub struct RequestLabels {
     pub source: String,
 }
 
+/// Labels of upstream's `arm_request_*` series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ArmLabels {
+    /// Subscription of the target.
+    pub subscription_id: String,
+    /// Resource group of the target, lower-case.
+    pub resource_group: String,
+    /// The SDK resource type (`LoadBalancer`, `VirtualMachineScaleSetVM`, ...).
+    pub resource: String,
+    /// `get`, `list`, `create_or_update`, `delete`, ...
+    pub method: String,
+}
+
+/// Labels of `arm_request_errors_counter`: [`ArmLabels`] plus the answer's status and ARM error code (empty
+/// when there was no answer).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ArmErrorLabels {
+    /// Subscription of the target.
+    pub subscription_id: String,
+    /// Resource group of the target, lower-case.
+    pub resource_group: String,
+    /// The SDK resource type.
+    pub resource: String,
+    /// The operation.
+    pub method: String,
+    /// HTTP status of the answer (`0` when none came).
+    pub status_code: String,
+    /// ARM's `error.code`.
+    pub error_code: String,
+}
+
+/// Upstream's resource label for an ARM resource type path (its SDK type names).
+pub fn upstream_resource(resource_type: &str) -> &'static str {
+    match resource_type {
+        "virtualMachines" => "VirtualMachine",
+        "virtualMachineScaleSets" => "VirtualMachineScaleSet",
+        "virtualMachineScaleSets/virtualMachines" => "VirtualMachineScaleSetVM",
+        "availabilitySets" => "AvailabilitySet",
+        "disks" => "Disk",
+        "providers" => "Provider",
+        "networkInterfaces" | "virtualMachineScaleSets/virtualMachines/networkInterfaces" => "Interface",
+        "loadBalancers" => "LoadBalancer",
+        "loadBalancers/backendAddressPools" => "BackendAddressPool",
+        "publicIPAddresses"
+        | "virtualMachineScaleSets/virtualMachines/networkInterfaces/ipConfigurations/publicIPAddresses" => {
+            "PublicIPAddress"
+        }
+        "networkSecurityGroups" => "SecurityGroup",
+        "routeTables" => "RouteTable",
+        "routeTables/routes" => "Route",
+        "virtualNetworks/subnets" => "Subnet",
+        "virtualNetworks" => "VirtualNetwork",
+        _ => "Other",
+    }
+}
+
+const ARM_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0, 600.0];
+
+fn arm_histogram() -> Histogram {
+    Histogram::new(ARM_BUCKETS)
+}
+
 const BUCKETS: [f64; 14] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 25.0, 50.0, 120.0, 300.0, 600.0, 1200.0,
 ];
 
 fn histogram() -> Histogram {
     Histogram::new(BUCKETS)
+}
+
+/// How a call ended, for upstream's series.
+#[derive(Debug, Clone, Copy)]
+pub enum ArmOutcome<'a> {
+    /// Succeeded (or a 404 read: an answer, not an error).
+    Ok,
+    /// Ended throttled (429 after retries, or refused by a throttle gate).
+    Throttled,
+    /// Failed otherwise.
+    Failed {
+        /// HTTP status (`0`: no answer).
+        status: u16,
+        /// ARM's `error.code`.
+        error_code: &'a str,
+    },
 }
 
 /// The ARM metrics of one client.
@@ -43,6 +129,10 @@ pub struct ArmMetrics {
     errors: Family<RequestLabels, Gauge>,
     throttled: Family<RequestLabels, Gauge>,
     ratelimited: Family<RequestLabels, Gauge>,
+    arm_duration: Family<ArmLabels, Histogram, fn() -> Histogram>,
+    arm_errors: Family<ArmErrorLabels, Counter>,
+    arm_rate_limits: Family<ArmLabels, Counter>,
+    arm_throttles: Family<ArmLabels, Counter>,
     sent: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -53,6 +143,10 @@ impl Default for ArmMetrics {
             errors: Family::default(),
             throttled: Family::default(),
             ratelimited: Family::default(),
+            arm_duration: Family::new_with_constructor(arm_histogram),
+            arm_errors: Family::default(),
+            arm_rate_limits: Family::default(),
+            arm_throttles: Family::default(),
             sent: Mutex::new(BTreeMap::new()),
         }
     }
@@ -81,6 +175,54 @@ impl ArmMetrics {
             "Number of rate limited Azure API calls",
             self.ratelimited.clone(),
         );
+        registry.register(
+            "arm_request_duration_seconds",
+            "Measures the duration of Azure ARM API calls.",
+            self.arm_duration.clone(),
+        );
+        registry.register(
+            "arm_request_errors_counter",
+            "Measures the number of errors in Azure ARM API calls.",
+            self.arm_errors.clone(),
+        );
+        registry.register(
+            "arm_request_rate_limit_counter",
+            "Measures the number of rate-limited Azure ARM API calls.",
+            self.arm_rate_limits.clone(),
+        );
+        registry.register(
+            "arm_request_throttle_counter",
+            "Measures the number of throttled Azure ARM API calls.",
+            self.arm_throttles.clone(),
+        );
+    }
+
+    /// Records one finished call in upstream's `arm_request_*` series: its duration always, and one of
+    /// error (with `status`/`error_code`), throttle or nothing, as upstream's `ARMContext.Observe`.
+    pub fn observe_arm(&self, labels: &ArmLabels, elapsed: Duration, outcome: ArmOutcome<'_>) {
+        self.arm_duration.get_or_create(labels).observe(elapsed.as_secs_f64());
+        match outcome {
+            ArmOutcome::Ok => {}
+            ArmOutcome::Throttled => {
+                self.arm_throttles.get_or_create(labels).inc();
+            }
+            ArmOutcome::Failed { status, error_code } => {
+                let l = ArmErrorLabels {
+                    subscription_id: labels.subscription_id.clone(),
+                    resource_group: labels.resource_group.clone(),
+                    resource: labels.resource.clone(),
+                    method: labels.method.clone(),
+                    status_code: status.to_string(),
+                    error_code: error_code.to_string(),
+                };
+                self.arm_errors.get_or_create(&l).inc();
+            }
+        }
+    }
+
+    /// Records a call held back by a client-side token bucket (`arm_request_rate_limit_counter`).
+    pub fn rate_limited_arm(&self, labels: &ArmLabels) {
+        self.arm_rate_limits.get_or_create(labels).inc();
     }
 
     /// Records one finished call (after retries and polling).

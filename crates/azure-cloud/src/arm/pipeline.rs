@@ -5,7 +5,7 @@
 //! operations to the end → metrics.
 
 use super::error::ArmError;
-use super::metrics::{ArmMetrics, RequestLabels};
+use super::metrics::{ArmLabels, ArmMetrics, ArmOutcome, RequestLabels};
 use super::throttle::{retry_after, Access, GateSettings, RateLimiters, ThrottleGates};
 use crate::auth::{AuthError, Credential};
 use crate::secret::Secret;
@@ -232,7 +232,7 @@ fn err_fields(body: &[u8]) -> (String, String) {
     (s("code"), s("message"))
 }
 
-fn labels_for(req: &ArmRequest, source: &str) -> RequestLabels {
+fn labels_for(req: &ArmRequest, source: &str) -> (RequestLabels, ArmLabels) {
     // Collections and absolute URLs are not resource ids: read the two segments directly.
     let path = req.resource();
     let segs: Vec<&str> = path.split('/').collect();
@@ -243,12 +243,19 @@ fn labels_for(req: &ArmRequest, source: &str) -> RequestLabels {
             .map(|s| s.to_string())
             .unwrap_or_default()
     };
-    RequestLabels {
+    let legacy = RequestLabels {
         request: format!("{}_{}", req.op.metric, req.op.name),
         resource_group: after("resourceGroups").to_lowercase(),
         subscription_id: after("subscriptions"),
         source: source.to_string(),
-    }
+    };
+    let arm = ArmLabels {
+        subscription_id: legacy.subscription_id.clone(),
+        resource_group: legacy.resource_group.clone(),
+        resource: crate::arm::metrics::upstream_resource(req.op.resource_type).to_string(),
+        method: req.op.name.to_string(),
+    };
+    (legacy, arm)
 }
 
 /// The outcome of one attempt.
@@ -341,10 +348,11 @@ impl ArmClient {
     /// `Location` are followed until the operation ends; the initial answer (for a PUT: the resource as
     /// accepted) is returned.
     pub async fn execute(&self, req: ArmRequest) -> Result<ArmResponse, ArmError> {
-        let labels = labels_for(&req, &self.settings.source);
+        let (labels, arm_labels) = labels_for(&req, &self.settings.source);
         let started = Instant::now();
         if self.limiters.acquire(req.op.client_key, req.access()).await {
             self.metrics.rate_limited(&labels);
+            self.metrics.rate_limited_arm(&arm_labels);
         }
         let mut result = self.send_with_retries(&req).await;
         if let Ok(resp) = &result {
@@ -359,6 +367,15 @@ impl ArmClient {
             Err(e) => (!e.is_not_found(), e.is_throttled()),
         };
         self.metrics.observe(&labels, started.elapsed(), failed, throttled);
+        let outcome = match &result {
+            Err(e) if e.is_throttled() => ArmOutcome::Throttled,
+            Err(e) if !e.is_not_found() => ArmOutcome::Failed {
+                status: e.status(),
+                error_code: e.arm_code(),
+            },
+            _ => ArmOutcome::Ok,
+        };
+        self.metrics.observe_arm(&arm_labels, started.elapsed(), outcome);
         if let Err(e) = &result {
             if !e.is_not_found() {
                 tracing::warn!(operation = %labels.request, resource = %req.resource(), error = %e, "ARM call failed");

@@ -45,7 +45,7 @@ impl VirtualMachines for AzureClients {
     }
 }
 
-const DISK_GET: Operation = op(C, "disks", "disk", "get", "diskRateLimit");
+const DISK_GET: Operation = op(C, "disks", "disks", "get", "diskRateLimit");
 
 #[async_trait]
 impl Disks for AzureClients {

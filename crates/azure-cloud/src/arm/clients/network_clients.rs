@@ -3,27 +3,33 @@
 
 use super::*;
 
-const NIC_GET: Operation = op(N, "networkInterfaces", "nic", "get", "interfaceRateLimit");
-const NIC_LIST: Operation = op(N, "networkInterfaces", "nic", "list", "interfaceRateLimit");
-const NIC_PUT: Operation = op(N, "networkInterfaces", "nic", "create_or_update", "interfaceRateLimit");
+const NIC_GET: Operation = op(N, "networkInterfaces", "interfaces", "get", "interfaceRateLimit");
+const NIC_LIST: Operation = op(N, "networkInterfaces", "interfaces", "list", "interfaceRateLimit");
+const NIC_PUT: Operation = op(
+    N,
+    "networkInterfaces",
+    "interfaces",
+    "create_or_update",
+    "interfaceRateLimit",
+);
 const SSNIC_GET: Operation = op(
     C,
     "virtualMachineScaleSets/networkInterfaces",
-    "vmss_nic",
+    "vmss_interfaces",
     "get",
     "interfaceRateLimit",
 );
 const SSNIC_LIST: Operation = op(
     C,
     "virtualMachineScaleSets/networkInterfaces",
-    "vmss_nic",
+    "vmss_interfaces",
     "list",
     "interfaceRateLimit",
 );
 const SSPIP_GET: Operation = op(
     C,
     "virtualMachineScaleSets/publicIPAddresses",
-    "vmss_public_ip",
+    "vmss_public_ip_addresses",
     "get",
     "publicIPAddressRateLimit",
 );
@@ -100,20 +106,20 @@ impl NetworkInterfaces for AzureClients {
     }
 }
 
-const LB_GET: Operation = op(N, "loadBalancers", "load_balancer", "get", "loadBalancerRateLimit");
-const LB_LIST: Operation = op(N, "loadBalancers", "load_balancer", "list", "loadBalancerRateLimit");
+const LB_GET: Operation = op(N, "loadBalancers", "load_balancers", "get", "loadBalancerRateLimit");
+const LB_LIST: Operation = op(N, "loadBalancers", "load_balancers", "list", "loadBalancerRateLimit");
 const LB_PUT: Operation = op(
     N,
     "loadBalancers",
-    "load_balancer",
+    "load_balancers",
     "create_or_update",
     "loadBalancerRateLimit",
 );
-const LB_DELETE: Operation = op(N, "loadBalancers", "load_balancer", "delete", "loadBalancerRateLimit");
+const LB_DELETE: Operation = op(N, "loadBalancers", "load_balancers", "delete", "loadBalancerRateLimit");
 const POOL_PUT: Operation = op(
     N,
     "loadBalancers/backendAddressPools",
-    "load_balancer_backend_pool",
+    "load_balancer_backend_address_pools",
     "create_or_update",
     "loadBalancerRateLimit",
 );
@@ -158,19 +164,31 @@ impl LoadBalancers for AzureClients {
     }
 }
 
-const PIP_GET: Operation = op(N, "publicIPAddresses", "public_ip", "get", "publicIPAddressRateLimit");
-const PIP_LIST: Operation = op(N, "publicIPAddresses", "public_ip", "list", "publicIPAddressRateLimit");
+const PIP_GET: Operation = op(
+    N,
+    "publicIPAddresses",
+    "public_ip_addresses",
+    "get",
+    "publicIPAddressRateLimit",
+);
+const PIP_LIST: Operation = op(
+    N,
+    "publicIPAddresses",
+    "public_ip_addresses",
+    "list",
+    "publicIPAddressRateLimit",
+);
 const PIP_PUT: Operation = op(
     N,
     "publicIPAddresses",
-    "public_ip",
+    "public_ip_addresses",
     "create_or_update",
     "publicIPAddressRateLimit",
 );
 const PIP_DELETE: Operation = op(
     N,
     "publicIPAddresses",
-    "public_ip",
+    "public_ip_addresses",
     "delete",
     "publicIPAddressRateLimit",
 );
@@ -203,14 +221,14 @@ impl PublicIpAddresses for AzureClients {
 const NSG_GET: Operation = op(
     N,
     "networkSecurityGroups",
-    "security_group",
+    "security_groups",
     "get",
     "securityGroupRateLimit",
 );
 const NSG_PUT: Operation = op(
     N,
     "networkSecurityGroups",
-    "security_group",
+    "security_groups",
     "create_or_update",
     "securityGroupRateLimit",
 );
@@ -232,11 +250,11 @@ impl SecurityGroups for AzureClients {
     }
 }
 
-const RT_GET: Operation = op(N, "routeTables", "route_table", "get", "routeTableRateLimit");
+const RT_GET: Operation = op(N, "routeTables", "route_tables", "get", "routeTableRateLimit");
 const RT_PUT: Operation = op(
     N,
     "routeTables",
-    "route_table",
+    "route_tables",
     "create_or_update",
     "routeTableRateLimit",
 );
@@ -258,7 +276,7 @@ impl RouteTables for AzureClients {
     }
 }
 
-const SUBNET_GET: Operation = op(N, "virtualNetworks/subnets", "subnet", "get", "subnetsRateLimit");
+const SUBNET_GET: Operation = op(N, "virtualNetworks/subnets", "subnets", "get", "subnetsRateLimit");
 
 #[async_trait]
 impl Subnets for AzureClients {
