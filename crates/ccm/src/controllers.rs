@@ -374,6 +374,15 @@ pub async fn lifecycle_pass(
                 }
                 if let Err(e) = api.delete(&name, &DeleteParams::default()).await {
                     tracing::warn!(node = %name, error = %e, "cannot delete node");
+                    if let Some(r) = recorder {
+                        event(
+                            r,
+                            node,
+                            EventType::Warning,
+                            "DeletingNodeFailed",
+                            format!("Error deleting node {name}: {e}"),
+                        );
+                    }
                 }
                 continue;
             }

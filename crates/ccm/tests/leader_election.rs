@@ -88,7 +88,10 @@ async fn only_the_leader_acts_and_the_other_takes_over() {
     // Both are up (a follower serves its endpoints too) before leadership is compared.
     let (_, _) = (metric(pa).await, metric(pb).await);
     let (ma, mb) = (metric(pa).await, metric(pb).await);
-    let leads = |m: &str| m.lines().any(|l| l.trim() == "leader_election_master_status 1");
+    let leads = |m: &str| {
+        m.lines()
+            .any(|l| l.trim() == "leader_election_master_status{name=\"cloud-controller-manager\"} 1")
+    };
     assert!(leads(&ma) ^ leads(&mb), "exactly one leader:\nA: {ma}\nB: {mb}");
     let (leader, follower_port) = if leads(&ma) { (&mut a, pb) } else { (&mut b, pa) };
     assert!(holder.ends_with(&format!("_{}", leader.id())), "{holder}");

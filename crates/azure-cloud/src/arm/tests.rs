@@ -484,7 +484,7 @@ async fn rate_limiter_makes_callers_wait_not_fail() {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
     assert!(
-        text.contains("cloudprovider_azure_api_request_ratelimited_count{request=\"load_balancer_get\""),
+        text.contains("cloudprovider_azure_api_request_ratelimited_count{request=\"load_balancers_get\""),
         "{text}"
     );
     assert!(
