@@ -12,6 +12,333 @@ use std::net::IpAddr;
 /// The annotation prefix.
 pub const PREFIX: &str = "service.beta.kubernetes.io/";
 
+/// Whether an annotation does what upstream's does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Parsed, validated and honoured.
+    Implemented,
+    /// Accepted but not honoured yet: a Service that sets it gets an `UnsupportedAnnotation` Warning event
+    /// saying so (never silently ignored). The text says what happens instead.
+    NotImplemented(&'static str),
+}
+
+/// One Service annotation of upstream's (without [`PREFIX`]; `port_{N}_...` stands for every port).
+#[derive(Debug, Clone, Copy)]
+pub struct AnnotationDoc {
+    /// The name after the prefix.
+    pub name: &'static str,
+    /// Accepted values.
+    pub values: &'static str,
+    /// What applies when it is absent.
+    pub default: &'static str,
+    /// Implemented or not.
+    pub support: Support,
+}
+
+const fn doc(name: &'static str, values: &'static str, default: &'static str, support: Support) -> AnnotationDoc {
+    AnnotationDoc {
+        name,
+        values,
+        default,
+        support,
+    }
+}
+
+use Support::{Implemented as YES, NotImplemented as NO};
+
+const PLS: Support = NO("Private Link Service is not implemented yet: no PLS is created");
+
+/// Every Service annotation upstream reads, with its values, default and whether it is implemented here.
+/// `docs/annotations.md` is generated from this table (a test keeps the two equal).
+pub const ANNOTATIONS: &[AnnotationDoc] = &[
+    doc(
+        "azure-load-balancer-internal",
+        "`true` (exactly; anything else is public)",
+        "public",
+        YES,
+    ),
+    doc(
+        "azure-load-balancer-internal-subnet",
+        "subnet name in the cluster's virtual network (internal only)",
+        "azure.json `subnetName`",
+        YES,
+    ),
+    doc(
+        "azure-load-balancer-mode",
+        "`__auto__` or comma-separated VM set names (basic SKU)",
+        "the primary VM set",
+        YES,
+    ),
+    doc(
+        "azure-load-balancer-resource-group",
+        "resource group of the Service's public IPs",
+        "azure.json `resourceGroup`",
+        YES,
+    ),
+    doc(
+        "azure-load-balancer-ipv4",
+        "an IPv4 address (replaces `spec.loadBalancerIP`)",
+        "allocated",
+        YES,
+    ),
+    doc("azure-load-balancer-ipv6", "an IPv6 address", "allocated", YES),
+    doc(
+        "azure-pip-name",
+        "name of an existing or to-be-created public IP (IPv4)",
+        "`<cluster>-a<uid without dashes>`",
+        YES,
+    ),
+    doc(
+        "azure-pip-name-ipv6",
+        "name of the IPv6 public IP",
+        "`<cluster>-a<uid without dashes>-IPv6`",
+        YES,
+    ),
+    doc(
+        "azure-pip-prefix-id",
+        "resource id of a public IP prefix (IPv4)",
+        "none",
+        YES,
+    ),
+    doc(
+        "azure-pip-prefix-id-ipv6",
+        "resource id of a public IP prefix (IPv6)",
+        "none",
+        YES,
+    ),
+    doc(
+        "azure-pip-tags",
+        "`k=v,k2=v2` (merged into the public IP's tags)",
+        "none",
+        YES,
+    ),
+    doc(
+        "azure-pip-ip-tags",
+        "`type=tag,...` IP tags of a new public IP",
+        "none",
+        NO("IP tags are not set on public IPs yet"),
+    ),
+    doc(
+        "azure-dns-label-name",
+        "DNS label of the public IP (`\"\"` removes it)",
+        "none",
+        YES,
+    ),
+    doc(
+        "azure-load-balancer-tcp-idle-timeout",
+        "minutes, 4..=100",
+        "Azure's 4",
+        YES,
+    ),
+    doc(
+        "azure-load-balancer-disable-tcp-reset",
+        "`true`",
+        "TCP reset on (standard SKU)",
+        YES,
+    ),
+    doc(
+        "azure-disable-load-balancer-floating-ip",
+        "`true`",
+        "floating IP on",
+        YES,
+    ),
+    doc(
+        "azure-load-balancer-enable-high-availability-ports",
+        "`true` (internal standard LB)",
+        "per-port rules",
+        YES,
+    ),
+    doc(
+        "azure-load-balancer-health-probe-protocol",
+        "`Tcp`, `Http`, `Https` (anything else: TCP and a Warning event)",
+        "TCP (HTTP for `externalTrafficPolicy: Local`)",
+        YES,
+    ),
+    doc(
+        "azure-load-balancer-health-probe-request-path",
+        "path for HTTP(S) probes",
+        "`/`",
+        YES,
+    ),
+    doc(
+        "azure-load-balancer-health-probe-interval",
+        "seconds, ≥ 5 (interval × num-of-probe < 120)",
+        "5",
+        YES,
+    ),
+    doc("azure-load-balancer-health-probe-num-of-probe", "≥ 2", "2", YES),
+    doc("port_{N}_no_lb_rule", "`true`: no rule for port N", "a rule", YES),
+    doc("port_{N}_no_probe_rule", "`true`: no probe for port N", "a probe", YES),
+    doc(
+        "port_{N}_health-probe_protocol",
+        "`Tcp`, `Http`, `Https`",
+        "the Service-wide protocol",
+        YES,
+    ),
+    doc(
+        "port_{N}_health-probe_port",
+        "a port number or a port name of the Service",
+        "the node port",
+        YES,
+    ),
+    doc(
+        "port_{N}_health-probe_interval",
+        "seconds, ≥ 5",
+        "the Service-wide interval",
+        YES,
+    ),
+    doc(
+        "port_{N}_health-probe_num-of-probe",
+        "≥ 2",
+        "the Service-wide count",
+        YES,
+    ),
+    doc(
+        "port_{N}_health-probe_request-path",
+        "path for HTTP(S) probes of port N",
+        "the Service-wide path",
+        YES,
+    ),
+    doc(
+        "azure-allowed-service-tags",
+        "comma-separated service tags",
+        "none",
+        YES,
+    ),
+    doc(
+        "azure-allowed-ip-ranges",
+        "comma-separated CIDRs (not with `spec.loadBalancerSourceRanges`)",
+        "everyone",
+        YES,
+    ),
+    doc(
+        "load-balancer-source-ranges",
+        "comma-separated CIDRs (legacy form of `spec.loadBalancerSourceRanges`)",
+        "everyone",
+        YES,
+    ),
+    doc(
+        "azure-deny-all-except-load-balancer-source-ranges",
+        "`true`",
+        "no deny rule",
+        YES,
+    ),
+    doc(
+        "azure-disable-load-balancer-nsg-rule",
+        "`true`: no security rules for the Service",
+        "rules managed",
+        YES,
+    ),
+    doc(
+        "azure-additional-public-ips",
+        "comma-separated IPs added to the Service's status",
+        "none",
+        YES,
+    ),
+    doc(
+        "azure-shared-securityrule",
+        "`true`",
+        "-",
+        NO("security rules are always shared: one aggregated rule per destination, as current upstream"),
+    ),
+    doc(
+        "azure-load-balancer-configurations",
+        "comma-separated load balancer names",
+        "-",
+        NO("multiple standard load balancers are not implemented yet: the Service uses the cluster's load balancer"),
+    ),
+    doc("azure-pls-create", "`true`", "no PLS", PLS),
+    doc("azure-pls-name", "PLS name", "`pls-<frontend>`", PLS),
+    doc(
+        "azure-pls-resource-group",
+        "resource group of the PLS",
+        "the cluster's",
+        PLS,
+    ),
+    doc(
+        "azure-pls-ip-configuration-subnet",
+        "subnet of the PLS IP configurations",
+        "the Service's subnet",
+        PLS,
+    ),
+    doc("azure-pls-ip-configuration-ip-address-count", "1..=8", "1", PLS),
+    doc(
+        "azure-pls-ip-configuration-ip-address",
+        "space-separated static IPs",
+        "dynamic",
+        PLS,
+    ),
+    doc("azure-pls-fqdns", "space-separated FQDNs", "none", PLS),
+    doc("azure-pls-proxy-protocol", "`true`", "off", PLS),
+    doc(
+        "azure-pls-visibility",
+        "space-separated subscription ids or `*`",
+        "none",
+        PLS,
+    ),
+    doc(
+        "azure-pls-auto-approval",
+        "space-separated subscription ids",
+        "none",
+        PLS,
+    ),
+];
+
+/// The catalogue entry of an annotation key (full key; `port_<N>_<what>` matched by its suffix).
+pub fn annotation_doc(key: &str) -> Option<&'static AnnotationDoc> {
+    let name = key.strip_prefix(PREFIX)?;
+    let name = match name.strip_prefix("port_").and_then(|r| r.split_once('_')) {
+        Some((_, what)) => format!("port_{{N}}_{what}"),
+        None => name.to_string(),
+    };
+    ANNOTATIONS.iter().find(|d| d.name == name)
+}
+
+/// Warnings for the annotations a Service sets that are not implemented, and for `azure-` annotations that
+/// are not upstream's at all (a typo would otherwise be ignored without a word).
+pub fn unsupported(annotations: &BTreeMap<String, String>) -> Vec<Warning> {
+    let mut out = Vec::new();
+    for k in annotations.keys() {
+        let Some(name) = k.strip_prefix(PREFIX) else { continue };
+        match annotation_doc(k) {
+            Some(AnnotationDoc {
+                support: Support::NotImplemented(why),
+                ..
+            }) => out.push(Warning {
+                reason: "UnsupportedAnnotation",
+                message: format!("{k} is not implemented by this cloud provider and has no effect: {why}"),
+            }),
+            Some(_) => {}
+            None if name.starts_with("azure-") => out.push(Warning {
+                reason: "UnsupportedAnnotation",
+                message: format!(
+                    "{k} is not an annotation of the Azure cloud provider and has no effect (see docs/annotations.md)"
+                ),
+            }),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The annotation reference (`docs/annotations.md`'s table), from [`ANNOTATIONS`].
+pub fn reference_table() -> String {
+    let mut t = String::from(
+        "| annotation (`service.beta.kubernetes.io/...`) | values | default | implemented |\n|---|---|---|---|\n",
+    );
+    for d in ANNOTATIONS {
+        let status = match d.support {
+            Support::Implemented => "yes".to_string(),
+            Support::NotImplemented(why) => format!("no: {why} (Warning event `UnsupportedAnnotation`)"),
+        };
+        t.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            d.name, d.values, d.default, status
+        ));
+    }
+    t
+}
+
 /// An invalid annotation or field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}={value:?}: {rule}")]
@@ -244,7 +571,17 @@ pub fn parse(service: &Service) -> Result<(ServiceLbSpec, Vec<Warning>), Annotat
         s.idle_timeout_minutes = Some(int_in(&key("azure-load-balancer-tcp-idle-timeout"), v, 4, 100)?);
     }
     if let Some(v) = get("azure-load-balancer-health-probe-protocol") {
-        s.probe_protocol = Some(probe_protocol(&key("azure-load-balancer-health-probe-protocol"), v)?);
+        // As upstream: an unknown protocol is not fatal; the probe falls back to TCP.
+        match probe_protocol(&key("azure-load-balancer-health-probe-protocol"), v) {
+            Ok(p) => s.probe_protocol = Some(p),
+            Err(e) => {
+                s.probe_protocol = Some(ProbeProtocol::Tcp);
+                warnings.push(Warning {
+                    reason: "InvalidAnnotation",
+                    message: format!("{e}; the health probe uses TCP"),
+                });
+            }
+        }
     }
     s.probe_path = opt("azure-load-balancer-health-probe-request-path");
     if let Some(v) = get("azure-load-balancer-health-probe-interval") {
@@ -326,24 +663,57 @@ pub fn parse(service: &Service) -> Result<(ServiceLbSpec, Vec<Warning>), Annotat
         let Some(rest) = k.strip_prefix(PREFIX).and_then(|r| r.strip_prefix("port_")) else {
             continue;
         };
+        // As upstream, a per-port key it does not understand is ignored (here with a Warning event), not
+        // fatal for the whole Service; a bad value of a known one still is.
+        let ignored = |why: &str| Warning {
+            reason: "InvalidAnnotation",
+            message: format!("{k}: {why}; the annotation is ignored"),
+        };
         let Some((port, what)) = rest.split_once('_') else {
+            warnings.push(ignored("expected port_<port>_<setting>"));
             continue;
         };
-        let port: i32 = port
-            .parse()
-            .map_err(|_| err(k, v, "the port in the key is not a number"))?;
+        let Ok(port) = port.parse::<i32>() else {
+            warnings.push(ignored("the port in the key is not a number"));
+            continue;
+        };
+        const KNOWN: [&str; 7] = [
+            "no_lb_rule",
+            "no_probe_rule",
+            "health-probe_protocol",
+            "health-probe_port",
+            "health-probe_interval",
+            "health-probe_num-of-probe",
+            "health-probe_request-path",
+        ];
+        if !KNOWN.contains(&what) {
+            warnings.push(ignored(&format!(
+                "unknown per-port setting {what:?} (known: {})",
+                KNOWN.join(", ")
+            )));
+            continue;
+        }
         let o = s.ports.entry(port).or_default();
         match what {
             "no_lb_rule" => o.no_lb_rule = v.trim().eq_ignore_ascii_case("true"),
             "no_probe_rule" => o.no_probe_rule = v.trim().eq_ignore_ascii_case("true"),
-            "health-probe_protocol" => o.probe_protocol = Some(probe_protocol(k, v)?),
+            "health-probe_protocol" => match probe_protocol(k, v) {
+                Ok(p) => o.probe_protocol = Some(p),
+                Err(e) => {
+                    o.probe_protocol = Some(ProbeProtocol::Tcp);
+                    warnings.push(Warning {
+                        reason: "InvalidAnnotation",
+                        message: format!("{e}; the port's health probe uses TCP"),
+                    });
+                }
+            },
             "health-probe_port" => o.probe_port = Some(v.trim().to_string()),
             "health-probe_interval" => o.probe_interval = Some(int_in(k, v, 5, i32::MAX)?),
             "health-probe_num-of-probe" => o.probe_num = Some(int_in(k, v, 2, i32::MAX)?),
-            "health-probe_request-path" => o.probe_path = Some(v.trim().to_string()),
-            _ => return Err(err(k, v, "unknown per-port annotation")),
+            _ => o.probe_path = Some(v.trim().to_string()),
         }
     }
+    warnings.extend(unsupported(ann));
     Ok((s, warnings))
 }
 
@@ -420,12 +790,6 @@ mod tests {
                 "4..=100",
             ),
             (
-                json!({a("azure-load-balancer-health-probe-protocol"): "udp"}),
-                json!({}),
-                "health-probe-protocol",
-                "Tcp, Http, Https",
-            ),
-            (
                 json!({a("azure-load-balancer-health-probe-interval"): "4"}),
                 json!({}),
                 "health-probe-interval",
@@ -474,24 +838,6 @@ mod tests {
                 "\"x\" is not an IP address",
             ),
             (
-                json!({a("port_80_health-probe_protocol"): "icmp"}),
-                json!({}),
-                "port_80_health-probe_protocol",
-                "Tcp, Http, Https",
-            ),
-            (
-                json!({a("port_http_no_lb_rule"): "true"}),
-                json!({}),
-                "port_http_no_lb_rule",
-                "not a number",
-            ),
-            (
-                json!({a("port_80_bogus"): "true"}),
-                json!({}),
-                "port_80_bogus",
-                "unknown per-port annotation",
-            ),
-            (
                 json!({}),
                 json!({"ipFamilies": ["IPv5"]}),
                 "spec.ipFamilies",
@@ -519,5 +865,94 @@ mod tests {
         let (_, w) = parse(&svc(json!({a("azure-allowed-ip-ranges"): "1.2.3.4/32, 5.6.7.8/33", a("azure-allowed-service-tags"): "AzureCloud"}), json!({}))).unwrap();
         let reasons: Vec<_> = w.iter().map(|w| w.reason).collect();
         assert_eq!(reasons, vec!["InvalidAllowedIPRanges", "ConflictConfiguration"]);
+    }
+
+    #[test]
+    fn lenient_where_upstream_is_lenient() {
+        let (s, w) = parse(&svc(
+            json!({
+                a("azure-load-balancer-health-probe-protocol"): "udp",
+                a("port_80_health-probe_protocol"): "icmp",
+                a("port_http_no_lb_rule"): "true",
+                a("port_80_bogus"): "true",
+                a("port_443_no_lb_rule"): "true",
+            }),
+            json!({}),
+        ))
+        .unwrap();
+        assert_eq!(s.probe_protocol, Some(ProbeProtocol::Tcp));
+        assert_eq!(s.ports[&80].probe_protocol, Some(ProbeProtocol::Tcp));
+        assert!(s.ports[&443].no_lb_rule, "the valid per-port setting still applies");
+        let msgs: Vec<&str> = w.iter().map(|w| w.message.as_str()).collect();
+        assert_eq!(w.len(), 4, "{msgs:?}");
+        assert!(w.iter().all(|w| w.reason == "InvalidAnnotation"), "{w:?}");
+        for part in [
+            "\"udp\"",
+            "\"icmp\"",
+            "port_http_no_lb_rule",
+            "unknown per-port setting \"bogus\"",
+        ] {
+            assert!(msgs.iter().any(|m| m.contains(part)), "{part}: {msgs:?}");
+        }
+    }
+
+    #[test]
+    fn unimplemented_and_unknown_annotations_are_warned_by_name() {
+        let (_, w) = parse(&svc(
+            json!({
+                a("azure-pls-create"): "true",
+                a("azure-load-balancer-configurations"): "lb-a",
+                a("azure-load-balancer-internl"): "true",
+                a("aws-load-balancer-type"): "nlb",
+                a("azure-dns-label-name"): "x",
+            }),
+            json!({}),
+        ))
+        .unwrap();
+        let msgs: Vec<&str> = w.iter().map(|w| w.message.as_str()).collect();
+        assert_eq!(w.len(), 3, "{msgs:?}");
+        assert!(w.iter().all(|w| w.reason == "UnsupportedAnnotation"));
+        for part in [
+            "azure-pls-create is not implemented",
+            "azure-load-balancer-configurations is not implemented",
+            "azure-load-balancer-internl is not an annotation",
+        ] {
+            assert!(msgs.iter().any(|m| m.contains(part)), "{part}: {msgs:?}");
+        }
+    }
+
+    #[test]
+    fn every_parsed_annotation_is_in_the_catalogue() {
+        // Each key the parser reads has a row (so docs/annotations.md covers it).
+        let src = include_str!("annotations.rs");
+        let parse_fn = &src[src.find("pub fn parse(").unwrap()..src.find("#[cfg(test)]").unwrap()];
+        let mut read = 0;
+        for piece in parse_fn.split('"').skip(1).step_by(2) {
+            if piece.starts_with("azure-") || piece == "load-balancer-source-ranges" {
+                assert!(
+                    annotation_doc(&format!("{PREFIX}{piece}")).is_some(),
+                    "{piece} has no catalogue row"
+                );
+                read += 1;
+            }
+        }
+        assert!(read > 20, "the parser reads {read} annotations");
+        for d in ANNOTATIONS {
+            assert!(
+                annotation_doc(&format!("{PREFIX}{}", d.name.replace("{N}", "80"))).is_some(),
+                "{}",
+                d.name
+            );
+        }
+    }
+
+    #[test]
+    fn docs_annotations_md_matches_the_catalogue() {
+        let doc = include_str!("../../../../docs/annotations.md");
+        let table = reference_table();
+        assert!(
+            doc.contains(&table),
+            "docs/annotations.md is out of date; its table must be exactly:\n{table}"
+        );
     }
 }
