@@ -155,6 +155,30 @@ async fn panics_are_contained_and_invalid_input_waits_for_a_change() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(notes.iter().any(|n| n.contains("panic")), "{notes:?}");
+    // No node at all: upstream's UnAvailableLoadBalancer Warning, and every ensure counted as a sync.
+    let unavailable = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("UnAvailableLoadBalancer"))
+        .filter_map(|e| e.note)
+        .collect::<Vec<_>>();
+    assert!(
+        unavailable
+            .iter()
+            .any(|n| n == "There are no available nodes for LoadBalancer"),
+        "{unavailable:?}"
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+    let syncs: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("service_controller_loadbalancer_sync_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(syncs >= 3, "two ensures of crashy and one of invalid: {syncs}\n{text}");
     assert!(
         notes
             .iter()

@@ -181,6 +181,33 @@ impl AzureCloud {
         self.arm.as_ref()
     }
 
+    /// Runs one provider operation and records it in upstream's `cloudprovider_azure_op_*` series
+    /// (`request` = `<prefix>_<operation>`, e.g. `services_ensure_loadbalancer`; `source` the Service or node).
+    pub(crate) async fn observed_op<T>(
+        &self,
+        request: &str,
+        source: String,
+        op: impl std::future::Future<Output = Result<T, CloudError>>,
+    ) -> Result<T, CloudError> {
+        let started = std::time::Instant::now();
+        let result = op.await;
+        if let Some(arm) = &self.arm {
+            let subscription = if self.cfg.network_resource_subscription_id.is_empty() {
+                &self.cfg.subscription_id
+            } else {
+                &self.cfg.network_resource_subscription_id
+            };
+            let labels = crate::arm::metrics::RequestLabels {
+                request: request.to_string(),
+                resource_group: self.cfg.resource_group.to_ascii_lowercase(),
+                subscription_id: subscription.clone(),
+                source,
+            };
+            arm.metrics().observe_op(&labels, started.elapsed(), result.is_ok());
+        }
+        result
+    }
+
     /// A data-disk controller over this provider's clients and VM sets (for CSI drivers).
     pub fn disks(&self) -> crate::disks::DiskController {
         crate::disks::DiskController::new(self.clients.clone(), self.vmset.clone())
@@ -278,6 +305,15 @@ impl AzureCloud {
             .unwrap_or(0);
         now - created.0.as_second() < grace
     }
+}
+
+/// `namespace/name`, the `source` of upstream's operation metrics for a Service.
+fn service_source(service: &k8s_openapi::api::core::v1::Service) -> String {
+    format!(
+        "{}/{}",
+        service.metadata.namespace.as_deref().unwrap_or("default"),
+        service.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// The label upstream uses to mark nodes that are not Azure VMs of this cluster.
@@ -469,7 +505,14 @@ impl crate::provider::LoadBalancer for AzureCloud {
         service: &k8s_openapi::api::core::v1::Service,
         nodes: &[Node],
     ) -> Result<k8s_openapi::api::core::v1::LoadBalancerStatus, CloudError> {
-        self.lb.ensure(cluster_name, service, nodes).await
+        let op = self.lb.ensure(cluster_name, service, nodes);
+        let r = self
+            .observed_op("services_ensure_loadbalancer", service_source(service), op)
+            .await;
+        if let Err(e) = &r {
+            self.lb.report_failure(service, e);
+        }
+        r
     }
 
     async fn update_load_balancer(
@@ -478,7 +521,14 @@ impl crate::provider::LoadBalancer for AzureCloud {
         service: &k8s_openapi::api::core::v1::Service,
         nodes: &[Node],
     ) -> Result<(), CloudError> {
-        self.lb.update(cluster_name, service, nodes).await
+        let op = self.lb.update(cluster_name, service, nodes);
+        let r = self
+            .observed_op("services_update_loadbalancer", service_source(service), op)
+            .await;
+        if let Err(e) = &r {
+            self.lb.report_failure(service, e);
+        }
+        r
     }
 
     async fn ensure_load_balancer_deleted(
@@ -486,6 +536,13 @@ impl crate::provider::LoadBalancer for AzureCloud {
         cluster_name: &str,
         service: &k8s_openapi::api::core::v1::Service,
     ) -> Result<(), CloudError> {
-        self.lb.delete(cluster_name, service).await
+        let op = self.lb.delete(cluster_name, service);
+        let r = self
+            .observed_op("services_ensure_loadbalancer_deleted", service_source(service), op)
+            .await;
+        if let Err(e) = &r {
+            self.lb.report_failure(service, e);
+        }
+        r
     }
 }

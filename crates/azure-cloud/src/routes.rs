@@ -378,11 +378,15 @@ impl Routes for crate::AzureCloud {
     }
 
     async fn create_route(&self, _cluster_name: &str, _name_hint: &str, route: &Route) -> Result<(), CloudError> {
-        self.routes()?.create(route).await
+        let op = async { self.routes()?.create(route).await };
+        self.observed_op("routes_create_route", route.target_node.clone(), op)
+            .await
     }
 
     async fn delete_route(&self, _cluster_name: &str, route: &Route) -> Result<(), CloudError> {
-        self.routes()?.delete(route).await
+        let op = async { self.routes()?.delete(route).await };
+        self.observed_op("routes_delete_route", route.target_node.clone(), op)
+            .await
     }
 
     fn set_node_unmanaged(&self, node: &str, unmanaged: bool) {

@@ -749,3 +749,51 @@ async fn scale_sets_are_updated_concurrently() {
         "scale sets written one after the other: pool0 {a:?}, pool1 {b:?}"
     );
 }
+
+/// Records the provider's Warning events.
+#[derive(Default)]
+struct Events(std::sync::Mutex<Vec<(String, String)>>);
+
+impl azure_cloud::loadbalancer::service::EventSink for Events {
+    fn warning(&self, _service: &Service, reason: &str, message: &str) {
+        self.0.lock().unwrap().push((reason.to_string(), message.to_string()));
+    }
+}
+
+/// A failed Azure operation is reported as upstream does: a Warning event whose reason names the operation
+/// (`CreateOrUpdatePublicIPAddress`, ...), besides the error the controller reports.
+#[tokio::test]
+async fn failed_azure_operations_are_events_with_upstreams_reasons() {
+    use azure_sim::faults::{FaultKind, FaultRule};
+    let (sim, cloud, _d) = setup(&Scenario::default_cluster(), json!({})).await;
+    let events = Arc::new(Events::default());
+    cloud.load_balancers().set_event_sink(events.clone());
+    let nodes = nodes(&cloud, &DEFAULT_NODES).await;
+    sim.set_faults(vec![FaultRule {
+        method: Some("PUT".into()),
+        resource_type: Some("publicIPAddresses".into()),
+        fault: FaultKind::Status { status: 400 },
+        rate: 1.0,
+        count: None,
+    }]);
+    let svc = service("web", &uid(70), &[80], json!({}));
+    let err = cloud
+        .ensure_load_balancer("kubernetes", &svc, &nodes)
+        .await
+        .unwrap_err();
+    let got = events.0.lock().unwrap().clone();
+    assert!(
+        got.iter().any(|(r, _)| r == "CreateOrUpdatePublicIPAddress"),
+        "{err}: {got:?}"
+    );
+    // Upstream's operation series counted the failure.
+    let mut reg = prometheus_client::registry::Registry::default();
+    cloud.arm().unwrap().metrics().register(&mut reg);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+    assert!(
+        text.contains("cloudprovider_azure_op_failure_count{request=\"services_ensure_loadbalancer\""),
+        "{text}"
+    );
+    assert!(text.contains("source=\"default/web\""), "{text}");
+}

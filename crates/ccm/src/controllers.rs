@@ -265,6 +265,14 @@ async fn node_controller(
         match result {
             Ok(()) => {
                 backoff.remove(&name);
+                if let Some(created) = node.metadata.creation_timestamp.as_ref() {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64())
+                        .unwrap_or(0.0);
+                    let age = (now - created.0.as_second() as f64).max(0.0);
+                    timing.metrics.node_initialised(Duration::from_secs_f64(age));
+                }
                 event(
                     &recorder,
                     &node,
@@ -481,6 +489,18 @@ pub async fn route_pass(
     settings: &RouteSettings,
     nodes: &[Arc<Node>],
 ) -> Result<(usize, usize), CloudError> {
+    route_pass_with_events(api, routes, settings, nodes, None).await
+}
+
+/// [`route_pass`] that also reports a route it could not create as upstream's `FailedToCreateRoute` Warning
+/// event on the node.
+pub async fn route_pass_with_events(
+    api: &Api<Node>,
+    routes: &dyn azure_cloud::provider::Routes,
+    settings: &RouteSettings,
+    nodes: &[Arc<Node>],
+    recorder: Option<&Recorder>,
+) -> Result<(usize, usize), CloudError> {
     for node in nodes {
         let unmanaged = node
             .labels()
@@ -506,10 +526,23 @@ pub async fn route_pass(
             };
             let hint = node.metadata.uid.clone().unwrap_or_default();
             creates.push(async move {
-                (
-                    route.target_node.clone(),
-                    routes.create_route(&settings.cluster_name, &hint, &route).await,
-                )
+                let started = std::time::Instant::now();
+                let result = routes.create_route(&settings.cluster_name, &hint, &route).await;
+                if let (Err(e), Some(r)) = (&result, recorder) {
+                    let took = started.elapsed();
+                    let cidr = route.destination_cidrs.join(",");
+                    event(
+                        r,
+                        node,
+                        EventType::Warning,
+                        "FailedToCreateRoute",
+                        format!(
+                            "Could not create route {hint} {cidr} for node {} after {took:?}: {e}",
+                            route.target_node
+                        ),
+                    );
+                }
+                (route.target_node.clone(), result)
             });
         }
     }
@@ -578,18 +611,20 @@ pub async fn route_controller(
     settings: RouteSettings,
     nodes: NodeInformer,
 ) {
+    let recorder = Recorder::new(client.clone(), "route_controller".into());
     let api: Api<Node> = Api::all(client);
     let mut tick = tokio::time::interval(settings.period);
     nodes.ready().await;
     loop {
         tick.tick().await;
         let started = std::time::Instant::now();
-        let result = crate::runtime::contain(route_pass(&api, routes.as_ref(), &settings, &nodes.nodes()))
-            .await
-            .unwrap_or_else(|panic| {
-                settings.metrics.panicked("route");
-                Err(CloudError::Azure(format!("internal error (panic): {panic}")))
-            });
+        settings.metrics.route_synced();
+        let current = nodes.nodes();
+        let pass = route_pass_with_events(&api, routes.as_ref(), &settings, &current, Some(&recorder));
+        let result = crate::runtime::contain(pass).await.unwrap_or_else(|panic| {
+            settings.metrics.panicked("route");
+            Err(CloudError::Azure(format!("internal error (panic): {panic}")))
+        });
         settings.metrics.observe("route", started.elapsed(), result.is_ok());
         match result {
             Ok((c, d)) if c + d > 0 => tracing::info!(created = c, deleted = d, "routes reconciled"),

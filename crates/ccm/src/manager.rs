@@ -459,7 +459,8 @@ pub fn endpoints(health: crate::runtime::Health, ready: Arc<AtomicBool>, registr
                 move || async move {
                     let mut s = String::new();
                     let _ = prometheus_client::encoding::text::encode(&mut s, &reg);
-                    ([("content-type", "text/plain; version=0.0.4")], s)
+                    let text = crate::metrics::to_text_format(&s, azure_cloud::arm::metrics::LEGACY_COUNTERS);
+                    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text)
                 }
             }),
         )

@@ -444,6 +444,15 @@ impl Controller {
             "Ensuring load balancer".into(),
         );
         let nodes = self.backends();
+        if nodes.is_empty() {
+            self.event(
+                &svc,
+                EventType::Warning,
+                "UnAvailableLoadBalancer",
+                "There are no available nodes for LoadBalancer".into(),
+            );
+        }
+        self.settings.metrics.lb_synced();
         match self.lb.ensure_load_balancer(cluster, &svc, &nodes).await {
             Ok(status) => {
                 if ingress_ips(Some(&status)) != current_ingress(&svc) {
@@ -563,11 +572,23 @@ impl Controller {
             .filter(|s| wants_load_balancer(s) && has_finalizer(s) && ensured.contains(&key_of(s)))
             .collect();
         let results: Vec<bool> = futures::stream::iter(services.into_iter().map(|svc| async move {
-            match self
+            if nodes.is_empty() {
+                self.event(
+                    &svc,
+                    EventType::Warning,
+                    "UnAvailableLoadBalancer",
+                    "There are no available nodes for LoadBalancer".into(),
+                );
+            }
+            let started = std::time::Instant::now();
+            let result = self
                 .lb
                 .update_load_balancer(&self.settings.cluster_name, &svc, nodes)
-                .await
-            {
+                .await;
+            self.settings
+                .metrics
+                .lb_hosts_updated(started.elapsed(), result.is_ok());
+            match result {
                 Ok(()) => {
                     self.event(
                         &svc,
@@ -632,7 +653,10 @@ impl Controller {
             } else {
                 tracing::info!(nodes = nodes.len(), "backend node set changed; updating load balancers");
             }
-            if self.update_hosts(&nodes).await {
+            let started = std::time::Instant::now();
+            let ok = self.update_hosts(&nodes).await;
+            self.settings.metrics.nodesync(started.elapsed());
+            if ok {
                 last = Some(key);
             }
         }

@@ -177,3 +177,61 @@ fn wrong_ipam_flags_stop_the_manager_with_the_flag_named() {
         assert!(err.contains(want), "{flags:?}: {err}");
     }
 }
+
+/// A route ARM refuses: upstream's `FailedToCreateRoute` Warning on the node, `NetworkUnavailable` stays True.
+#[tokio::test]
+async fn a_route_that_cannot_be_created_is_reported_on_the_node() {
+    use azure_sim::faults::{FaultKind, FaultRule};
+    let env = common::env(json!({})).await;
+    env.sim.set_faults(vec![FaultRule {
+        method: Some("PUT".into()),
+        resource_type: Some("routeTables".into()),
+        fault: FaultKind::Status { status: 400 },
+        rate: 1.0,
+        count: None,
+    }]);
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    add_node(&nodes, "k8s-pool2-0", Some("10.244.0.0/24")).await;
+    let _ccm = Ccm(common::ccm(&env.config, &env.kubeconfig)
+        .args([
+            "--controllers=route",
+            "--allocate-node-cidrs=true",
+            "--configure-cloud-routes=true",
+            "--cluster-cidr=10.244.0.0/16",
+            "--route-reconciliation-period=300ms",
+            "--leader-elect=false",
+            "--secure-port=0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(env.client.clone());
+    let e = eventually("FailedToCreateRoute", Duration::from_secs(30), || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("FailedToCreateRoute")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("k8s-pool2-0")
+            })
+    })
+    .await;
+    let note = e.note.unwrap_or_default();
+    assert!(
+        note.contains("10.244.0.0/24") && note.starts_with("Could not create route"),
+        "{note}"
+    );
+    let n = nodes.get("k8s-pool2-0").await.unwrap();
+    let cond = n
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "NetworkUnavailable")
+        .expect("NetworkUnavailable");
+    assert_eq!(cond.status, "True");
+}

@@ -293,10 +293,20 @@ async fn load_balancer_service_lifecycle_through_arm_faults() {
         "# TYPE arm_request_duration_seconds histogram",
         "resource=\"LoadBalancer\",method=\"create_or_update\"} ",
         "resource=\"PublicIPAddress\",method=\"create_or_update\"",
-        "# TYPE arm_request_errors_counter counter",
-        "# TYPE arm_request_rate_limit_counter counter",
-        "# TYPE arm_request_throttle_counter counter",
+        "# TYPE arm_request_errors_counter_total counter",
+        "# TYPE arm_request_rate_limit_counter_total counter",
+        "# TYPE arm_request_throttle_counter_total counter",
         "leader_election_master_status{name=\"cloud-controller-manager\"}",
+        // Upstream's operation series and the legacy counters declared counters, with exact names.
+        "cloudprovider_azure_op_duration_seconds_count{request=\"services_ensure_loadbalancer\"",
+        "# TYPE cloudprovider_azure_api_request_errors counter",
+        "# TYPE cloudprovider_azure_op_failure_count counter",
+        // k8s.io/cloud-provider's controller series.
+        "# TYPE service_controller_loadbalancer_sync_total counter",
+        "service_controller_loadbalancer_sync_total ",
+        "# TYPE service_controller_nodesync_latency_seconds histogram",
+        "node_controller_cloud_provider_taint_removal_delay_seconds_count ",
+        "node_controller_initial_node_sync_delay_seconds_count ",
     ] {
         assert!(metrics.contains(m), "{m} missing:\n{metrics}");
     }

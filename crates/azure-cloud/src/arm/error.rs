@@ -116,6 +116,22 @@ pub enum ArmError {
 }
 
 impl ArmError {
+    /// The operation that failed (`<resource>_<operation>`, e.g. `public_ip_addresses_create_or_update`).
+    pub fn operation(&self) -> &str {
+        match self {
+            Self::NotFound { operation, .. }
+            | Self::Conflict { operation, .. }
+            | Self::Throttled { operation, .. }
+            | Self::Http { operation, .. }
+            | Self::OperationFailed { operation, .. }
+            | Self::Transport { operation, .. }
+            | Self::Auth { operation, .. }
+            | Self::Decode { operation, .. }
+            | Self::Redirected { operation, .. }
+            | Self::InvalidRequest { operation, .. } => operation,
+        }
+    }
+
     /// True for a confirmed 404.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })

@@ -98,6 +98,39 @@ fn arm_histogram() -> Histogram {
     Histogram::new(ARM_BUCKETS)
 }
 
+/// Labels of the legacy `cloudprovider_azure_api_request_errors`: [`RequestLabels`] plus ARM's error `code`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestErrorLabels {
+    /// `<resource>_<operation>`.
+    pub request: String,
+    /// Resource group of the target.
+    pub resource_group: String,
+    /// Subscription of the target.
+    pub subscription_id: String,
+    /// Component that made the call.
+    pub source: String,
+    /// ARM's `error.code` (empty without an answer).
+    pub code: String,
+}
+
+/// The legacy families that are counters upstream but keep their exact sample names here only as gauges
+/// (an OpenMetrics counter's samples end in `_total`); `/metrics` in the Prometheus text format (0.0.4)
+/// declares them counters again.
+pub const LEGACY_COUNTERS: &[&str] = &[
+    "cloudprovider_azure_api_request_errors",
+    "cloudprovider_azure_api_request_throttled_count",
+    "cloudprovider_azure_api_request_ratelimited_count",
+    "cloudprovider_azure_op_failure_count",
+];
+
+const OP_BUCKETS: [f64; 17] = [
+    0.1, 0.2, 0.5, 1.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 100.0, 200.0, 300.0, 600.0, 1200.0,
+];
+
+fn op_histogram() -> Histogram {
+    Histogram::new(OP_BUCKETS)
+}
+
 const BUCKETS: [f64; 14] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 25.0, 50.0, 120.0, 300.0, 600.0, 1200.0,
 ];
@@ -126,8 +159,10 @@ pub enum ArmOutcome<'a> {
 #[derive(Debug)]
 pub struct ArmMetrics {
     duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
-    errors: Family<RequestLabels, Gauge>,
+    errors: Family<RequestErrorLabels, Gauge>,
     throttled: Family<RequestLabels, Gauge>,
+    op_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    op_failures: Family<RequestLabels, Gauge>,
     ratelimited: Family<RequestLabels, Gauge>,
     arm_duration: Family<ArmLabels, Histogram, fn() -> Histogram>,
     arm_errors: Family<ArmErrorLabels, Counter>,
@@ -142,6 +177,8 @@ impl Default for ArmMetrics {
             duration: Family::new_with_constructor(histogram),
             errors: Family::default(),
             throttled: Family::default(),
+            op_duration: Family::new_with_constructor(op_histogram),
+            op_failures: Family::default(),
             ratelimited: Family::default(),
             arm_duration: Family::new_with_constructor(arm_histogram),
             arm_errors: Family::default(),
@@ -174,6 +211,16 @@ impl ArmMetrics {
             "cloudprovider_azure_api_request_ratelimited_count",
             "Number of rate limited Azure API calls",
             self.ratelimited.clone(),
+        );
+        registry.register(
+            "cloudprovider_azure_op_duration_seconds",
+            "Latency of an Azure service operation",
+            self.op_duration.clone(),
+        );
+        registry.register(
+            "cloudprovider_azure_op_failure_count",
+            "Number of failed Azure service operations",
+            self.op_failures.clone(),
         );
         registry.register(
             "arm_request_duration_seconds",
@@ -225,11 +272,27 @@ impl ArmMetrics {
         self.arm_rate_limits.get_or_create(labels).inc();
     }
 
-    /// Records one finished call (after retries and polling).
-    pub fn observe(&self, labels: &RequestLabels, elapsed: Duration, failed: bool, throttled: bool) {
+    /// Records one whole operation (upstream's `ObserveOperationWithResult`: ensuring a Service's load
+    /// balancer, creating a route, ...), `request` like `services_ensure_loadbalancer`.
+    pub fn observe_op(&self, labels: &RequestLabels, elapsed: Duration, ok: bool) {
+        self.op_duration.get_or_create(labels).observe(elapsed.as_secs_f64());
+        if !ok {
+            self.op_failures.get_or_create(labels).inc();
+        }
+    }
+
+    /// Records one finished call (after retries and polling); `failed` carries ARM's error code.
+    pub fn observe(&self, labels: &RequestLabels, elapsed: Duration, failed: Option<&str>, throttled: bool) {
         self.duration.get_or_create(labels).observe(elapsed.as_secs_f64());
-        if failed {
-            self.errors.get_or_create(labels).inc();
+        if let Some(code) = failed {
+            let l = RequestErrorLabels {
+                request: labels.request.clone(),
+                resource_group: labels.resource_group.clone(),
+                subscription_id: labels.subscription_id.clone(),
+                source: labels.source.clone(),
+                code: code.to_string(),
+            };
+            self.errors.get_or_create(&l).inc();
         }
         if throttled {
             self.throttled.get_or_create(labels).inc();

@@ -363,8 +363,9 @@ impl ArmClient {
             }
         }
         let (failed, throttled) = match &result {
-            Ok(_) => (false, false),
-            Err(e) => (!e.is_not_found(), e.is_throttled()),
+            Ok(_) => (None, false),
+            Err(e) if e.is_not_found() => (None, false),
+            Err(e) => (Some(e.arm_code()), e.is_throttled()),
         };
         self.metrics.observe(&labels, started.elapsed(), failed, throttled);
         let outcome = match &result {

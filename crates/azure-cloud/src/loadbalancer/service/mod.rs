@@ -158,6 +158,22 @@ impl LoadBalancerApplier {
         *self.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
     }
 
+    /// Reports a failed ensure/update/delete as upstream does: a Warning event on the Service whose reason
+    /// names the Azure operation that failed (`CreateOrUpdatePublicIPAddress`, `DeleteLoadBalancer`, ...).
+    pub fn report_failure(&self, service: &Service, err: &CloudError) {
+        if let CloudError::Arm(e) = err {
+            if let Some(reason) = upstream_event_reason(e.operation()) {
+                self.warn(
+                    service,
+                    &Warning {
+                        reason,
+                        message: e.to_string(),
+                    },
+                );
+            }
+        }
+    }
+
     fn warn(&self, service: &Service, w: &Warning) {
         tracing::warn!(service = %service_key(service), reason = w.reason, "{}", w.message);
         if let Some(sink) = self.events.lock().unwrap_or_else(|p| p.into_inner()).clone() {
@@ -564,4 +580,20 @@ impl LoadBalancerApplier {
             internal,
         )
     }
+}
+
+/// Upstream's event reason for a failed Azure operation (`<resource>_<operation>` as our clients name it).
+pub fn upstream_event_reason(operation: &str) -> Option<&'static str> {
+    Some(match operation {
+        "public_ip_addresses_create_or_update" => "CreateOrUpdatePublicIPAddress",
+        "public_ip_addresses_delete" => "DeletePublicIPAddress",
+        "load_balancers_create_or_update" | "load_balancer_backend_address_pools_create_or_update" => {
+            "CreateOrUpdateLoadBalancer"
+        }
+        "load_balancers_delete" => "DeleteLoadBalancer",
+        "load_balancers_list" | "load_balancers_get" => "ListLoadBalancers",
+        "interfaces_create_or_update" => "CreateOrUpdateInterface",
+        "security_groups_create_or_update" => "CreateOrUpdateSecurityGroup",
+        _ => return None,
+    })
 }
