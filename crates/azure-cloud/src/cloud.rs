@@ -208,6 +208,21 @@ impl AzureCloud {
         result
     }
 
+    /// A Service operation of the LoadBalancer interface: observed as upstream's operation metrics, and a
+    /// failed Azure operation reported as upstream's Warning event on the Service.
+    async fn service_op<T>(
+        &self,
+        request: &str,
+        service: &k8s_openapi::api::core::v1::Service,
+        op: impl std::future::Future<Output = Result<T, CloudError>>,
+    ) -> Result<T, CloudError> {
+        let r = self.observed_op(request, service_source(service), op).await;
+        if let Err(e) = &r {
+            self.lb.report_failure(service, e);
+        }
+        r
+    }
+
     /// A data-disk controller over this provider's clients and VM sets (for CSI drivers).
     pub fn disks(&self) -> crate::disks::DiskController {
         crate::disks::DiskController::new(self.clients.clone(), self.vmset.clone())
@@ -505,14 +520,12 @@ impl crate::provider::LoadBalancer for AzureCloud {
         service: &k8s_openapi::api::core::v1::Service,
         nodes: &[Node],
     ) -> Result<k8s_openapi::api::core::v1::LoadBalancerStatus, CloudError> {
-        let op = self.lb.ensure(cluster_name, service, nodes);
-        let r = self
-            .observed_op("services_ensure_loadbalancer", service_source(service), op)
-            .await;
-        if let Err(e) = &r {
-            self.lb.report_failure(service, e);
-        }
-        r
+        self.service_op(
+            "services_ensure_loadbalancer",
+            service,
+            self.lb.ensure(cluster_name, service, nodes),
+        )
+        .await
     }
 
     async fn update_load_balancer(
@@ -521,14 +534,12 @@ impl crate::provider::LoadBalancer for AzureCloud {
         service: &k8s_openapi::api::core::v1::Service,
         nodes: &[Node],
     ) -> Result<(), CloudError> {
-        let op = self.lb.update(cluster_name, service, nodes);
-        let r = self
-            .observed_op("services_update_loadbalancer", service_source(service), op)
-            .await;
-        if let Err(e) = &r {
-            self.lb.report_failure(service, e);
-        }
-        r
+        self.service_op(
+            "services_update_loadbalancer",
+            service,
+            self.lb.update(cluster_name, service, nodes),
+        )
+        .await
     }
 
     async fn ensure_load_balancer_deleted(
@@ -536,13 +547,11 @@ impl crate::provider::LoadBalancer for AzureCloud {
         cluster_name: &str,
         service: &k8s_openapi::api::core::v1::Service,
     ) -> Result<(), CloudError> {
-        let op = self.lb.delete(cluster_name, service);
-        let r = self
-            .observed_op("services_ensure_loadbalancer_deleted", service_source(service), op)
-            .await;
-        if let Err(e) = &r {
-            self.lb.report_failure(service, e);
-        }
-        r
+        self.service_op(
+            "services_ensure_loadbalancer_deleted",
+            service,
+            self.lb.delete(cluster_name, service),
+        )
+        .await
     }
 }
