@@ -53,6 +53,9 @@ pub enum RouteOp {
         /// The node.
         node: String,
     },
+    /// Change no route: the table's tags are reconciled with the cloud config's (and written when they
+    /// differ), as every batch does.
+    Tags,
 }
 
 /// A route as planned: name → (prefix, next hop).
@@ -91,6 +94,7 @@ pub fn plan(current: &RouteSet, ops: &[RouteOp], table: &str) -> (RouteSet, Vec<
                 next.remove(node);
                 results.push(Ok(()));
             }
+            RouteOp::Tags => results.push(Ok(())),
         }
     }
     let changed = &next != current;
@@ -143,6 +147,10 @@ pub struct RouteTableWriter {
     table: String,
     location: String,
     tags: BTreeMap<String, String>,
+    /// `systemTags` (lower-cased keys), for reconciling the table's tags; tags are managed only when the
+    /// table is in the cluster's resource group (as upstream).
+    system_tags: Vec<String>,
+    manage_tags: bool,
     queue: GroupCommit<RouteOp, Result<(), CloudError>>,
     /// The table as last read or written (ETag included): `list` answers from it within
     /// `routeTableCacheTTLInSeconds`; a write reuses it at any age (its ETag turns a stale copy into a 412
@@ -155,7 +163,8 @@ pub struct RouteTableWriter {
 impl RouteTableWriter {
     /// A writer for the config's route table.
     pub fn new(cfg: &CloudConfig, client: Arc<dyn RouteTables>, vmset: Arc<dyn VmSet>) -> Self {
-        let tags = if cfg.route_table_resource_group.eq_ignore_ascii_case(&cfg.resource_group) {
+        let manage_tags = cfg.route_table_resource_group.eq_ignore_ascii_case(&cfg.resource_group);
+        let tags = if manage_tags {
             cfg.merged_tags()
         } else {
             BTreeMap::new()
@@ -167,6 +176,8 @@ impl RouteTableWriter {
             table: cfg.route_table_name.clone(),
             location: cfg.location.clone(),
             tags,
+            system_tags: crate::config::parse_system_tags(&cfg.system_tags),
+            manage_tags,
             queue: GroupCommit::new(),
             copy: SharedCopy::new(std::time::Duration::from_secs(
                 u64::try_from(cfg.route_table_cache_ttl_in_seconds).unwrap_or(0),
@@ -236,7 +247,8 @@ impl RouteTableWriter {
             let current = self.read((!fresh).then_some(std::time::Duration::MAX)).await?;
             let set = current.as_ref().map(to_set).unwrap_or_default();
             let (next, results, changed) = plan(&set, ops, &self.table);
-            if !changed && current.is_some() {
+            let tags = current.as_ref().and_then(|t| self.reconciled_tags(t));
+            if !changed && tags.is_none() && current.is_some() {
                 return Ok(results);
             }
             let mut table = current.unwrap_or_else(|| {
@@ -247,6 +259,10 @@ impl RouteTableWriter {
                 }
                 t
             });
+            if let Some(t) = tags {
+                tracing::info!(route_table = %self.table, "route table tags reconciled with the cloud config's");
+                table.resource.tags = serde_json::to_value(&t).ok();
+            }
             let props = table.properties.get_or_insert_with(Default::default);
             props.routes = to_routes(&next);
             props.subnets.clear(); // read-only (the typed form of shared::strip_read_only for route tables)
@@ -295,10 +311,32 @@ impl RouteTableWriter {
         })
     }
 
+    /// The table's tags reconciled with the cloud config's, when they differ (and tags are ours to manage).
+    fn reconciled_tags(&self, table: &network::RouteTable) -> Option<BTreeMap<String, String>> {
+        if !self.manage_tags {
+            return None;
+        }
+        let current: BTreeMap<String, String> = table
+            .resource
+            .tags
+            .as_ref()
+            .and_then(|t| serde_json::from_value(t.clone()).ok())
+            .unwrap_or_default();
+        crate::config::reconcile_tags(&current, &self.tags, &self.system_tags, |_| false)
+    }
+
     /// Routes in the table (a missing table has none; read at most once per `routeTableCacheTTLInSeconds`,
-    /// our own writes refresh the copy) plus the in-memory routes of unmanaged nodes.
+    /// our own writes refresh the copy) plus the in-memory routes of unmanaged nodes. A table whose tags
+    /// differ from the cloud config's gets them (upstream's `ensureRouteTableTagged` on list).
     pub async fn list(&self) -> Result<Vec<Route>, CloudError> {
-        let table = self.read(Some(self.copy.ttl())).await.map_err(CloudError::Arm)?;
+        let mut table = self.read(Some(self.copy.ttl())).await.map_err(CloudError::Arm)?;
+        if table.as_ref().and_then(|t| self.reconciled_tags(t)).is_some() {
+            self.submit(RouteOp::Tags).await?;
+            table = self
+                .read(Some(std::time::Duration::MAX))
+                .await
+                .map_err(CloudError::Arm)?;
+        }
         let mut out: Vec<Route> = table
             .as_ref()
             .map(to_set)

@@ -315,7 +315,15 @@ async fn many_services_at_once_share_few_writes_node_ip_pools() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    assert_eq!(total_writes(&sim), 1, "{:?}", writes(&sim));
+    // Only membership changed: the pool is written as its own child resource (not the LB with its 40
+    // frontends, rules and probes), once for all services.
+    let w = writes(&sim);
+    assert_eq!(total_writes(&sim), 1, "{w:?}");
+    assert_eq!(
+        w.get("PUT Microsoft.Network/loadBalancers/backendAddressPools"),
+        Some(&1),
+        "{w:?}"
+    );
     let lbv = lb(&sim, CLUSTER).unwrap();
     assert_eq!(
         lbv["properties"]["backendAddressPools"][0]["properties"]["loadBalancerBackendAddresses"]
@@ -324,6 +332,19 @@ async fn many_services_at_once_share_few_writes_node_ip_pools() {
             .len(),
         19
     );
+    assert_eq!(
+        count(&lbv, "frontendIPConfigurations"),
+        n,
+        "the rest of the LB untouched"
+    );
+    // Our copy follows the pool write (its etag included): the next Service change is one LB PUT, no 412.
+    sim.reset_calls();
+    let extra = service("extra", &uid(99), &[80], json!({}));
+    cloud.ensure_load_balancer(CLUSTER, &extra, &fewer).await.unwrap();
+    let w = writes(&sim);
+    assert_eq!(w.get("PUT Microsoft.Network/loadBalancers"), Some(&1), "{w:?}");
+    assert_eq!(sim.arm_calls("GET"), 0, "no re-read after the pool write: {w:?}");
+    cloud.ensure_load_balancer_deleted(CLUSTER, &extra).await.unwrap();
 
     // Delete them all at once.
     sim.reset_calls();
@@ -796,4 +817,60 @@ async fn failed_azure_operations_are_events_with_upstreams_reasons() {
         "{text}"
     );
     assert!(text.contains("source=\"default/web\""), "{text}");
+}
+
+fn tags_at(sim: &AzureSim, id: &str) -> Value {
+    sim.resource(id).map(|r| r["tags"].clone()).unwrap_or(Value::Null)
+}
+
+/// `tags`/`tagsMap` are reconciled on the load balancer, the security group, the route table and public IPs
+/// as upstream does; with `systemTags` set, foreign tags go, system ones and our own stay.
+#[tokio::test]
+async fn tags_are_reconciled_on_every_resource_we_manage() {
+    use azure_cloud::provider::Routes;
+    let (sim, _, _d) = setup(&Scenario::default_cluster(), json!({})).await;
+    let rg = rg_id(&sim);
+    let c = sim.cluster().clone();
+    let nsg_id = format!("{rg}/providers/Microsoft.Network/networkSecurityGroups/{}", c.nsg);
+    let rt_id = format!("{rg}/providers/Microsoft.Network/routeTables/{}", c.route_table);
+    // Tags someone else put there.
+    sim.with_store(|s, _| {
+        for id in [&nsg_id, &rt_id] {
+            let mut r = s.get(id).unwrap().body.clone();
+            r["tags"] = json!({"old": "x", "Keep-Me": "y"});
+            let ty = r["type"].as_str().unwrap().to_string();
+            s.put(id, &ty, r, 0);
+        }
+    });
+    // A cloud configured with tags and systemTags (the same simulator).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("azure.json");
+    sim.write_config(&path).unwrap();
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["useInstanceMetadata"] = json!(false);
+    v["tags"] = json!("team=a");
+    v["systemTags"] = json!("keep-me");
+    let (cfg, _) = azure_cloud::config::CloudConfig::parse(&v.to_string(), &|_| None).unwrap();
+    let cloud = AzureCloud::new(cfg, &|_| None).await.unwrap();
+    let nodes = nodes(&cloud, &DEFAULT_NODES).await;
+    let svc = service("web", &uid(80), &[80], json!({}));
+    cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await.unwrap();
+    cloud.list_routes(CLUSTER).await.unwrap();
+    assert_eq!(tags_at(&sim, &nsg_id), json!({"Keep-Me": "y", "team": "a"}));
+    assert_eq!(tags_at(&sim, &rt_id), json!({"Keep-Me": "y", "team": "a"}));
+    let lb_tags = lb(&sim, CLUSTER).unwrap()["tags"].clone();
+    assert_eq!(lb_tags, json!({"team": "a"}));
+    let pips = public_ips(&sim);
+    let pip_tags = &pips[0]["tags"];
+    assert_eq!(pip_tags["team"], "a");
+    assert_eq!(
+        pip_tags["k8s-azure-service"], "default/web",
+        "our own tags stay: {pip_tags}"
+    );
+    // Nothing left to reconcile: a second pass writes nothing.
+    sim.reset_calls();
+    cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await.unwrap();
+    cloud.list_routes(CLUSTER).await.unwrap();
+    assert_eq!(total_writes(&sim), 0, "{:?}", writes(&sim));
+    cloud.ensure_load_balancer_deleted(CLUSTER, &svc).await.unwrap();
 }

@@ -16,7 +16,7 @@ use parse::{check_rate_limit_types, deserialize_named, normalise_keys, parse_doc
 pub use parse::{MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH};
 pub use settings::{BackendPoolType, LbSku, PreconfiguredPools, ProbeMode, VmType};
 pub use sources::{merge_secret_config, CloudConfigType};
-pub use tags::parse_tags;
+pub use tags::{parse_system_tags, parse_tags, reconcile_tags};
 pub use validate::{
     BACKEND_POOL_TYPES, HEALTH_PROBE_MODES, IDENTITY_SYSTEMS, LB_SKUS, MIN_RATE_LIMIT_QPS, NOT_IMPLEMENTED_VALUES,
     NO_EFFECT_KEYS, PRECONFIGURED_POOL_TYPES, VM_TYPES,
@@ -656,6 +656,21 @@ impl CloudConfig {
     /// Tags to put on LBs, PIPs, NSGs and route tables: `tags` merged with `tagsMap` as upstream.
     pub fn merged_tags(&self) -> BTreeMap<String, String> {
         parse_tags(&self.tags, &self.tags_map).0
+    }
+
+    /// A resource's tags reconciled with `tags`/`tagsMap` and `systemTags` (see [`reconcile_tags`]); `keep`
+    /// marks keys of ours that are never removed. `None` when nothing changes.
+    pub fn reconciled_tags(
+        &self,
+        current: &BTreeMap<String, String>,
+        keep: impl Fn(&str) -> bool,
+    ) -> Option<BTreeMap<String, String>> {
+        reconcile_tags(
+            current,
+            &self.merged_tags(),
+            &parse_system_tags(&self.system_tags),
+            keep,
+        )
     }
 
     /// The effective configuration as canonical-key JSON, secrets redacted.

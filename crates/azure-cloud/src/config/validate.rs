@@ -78,10 +78,6 @@ pub const NO_EFFECT_KEYS: &[(&str, &str)] = &[
         "Private Link Service is not supported yet",
     ),
     ("plsCacheTTLInSeconds", "Private Link Service is not supported yet"),
-    (
-        "systemTags",
-        "tags are set at creation and never removed, so there is nothing to protect",
-    ),
     ("disableAzureStackCloud", "accepted for compatibility"),
     ("enableMinimumRetryAfter", "Retry-After is always honoured"),
 ];

@@ -93,6 +93,30 @@ pub fn children_ref<'a>(lb: &'a Value, prop: &str) -> &'a [Value] {
         .unwrap_or(&[])
 }
 
+/// Puts a child resource as ARM answered a write of it in place of the one with its name (added when absent);
+/// the LB takes the child's etag, which is the LB's after that write.
+pub fn replace_child(lb: &mut Value, prop: &str, name: &str, child: Value) {
+    if let Some(etag) = child.get("etag").cloned() {
+        if let Some(m) = lb.as_object_mut() {
+            m.insert("etag".into(), etag);
+        }
+    }
+    let Some(arr) = lb
+        .pointer_mut(&format!("/properties/{prop}"))
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    match arr.iter_mut().find(|c| {
+        c.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+    }) {
+        Some(slot) => *slot = child,
+        None => arr.push(child),
+    }
+}
+
 /// `<lb id>/<collection>/<name>`.
 pub fn child_id(lb_id: &str, collection: &str, name: &str) -> String {
     format!("{lb_id}/{collection}/{name}")

@@ -160,6 +160,19 @@ impl LoadBalancerApplier {
                 }
             }
             let manage_nodes = !self.preconfigured(internal);
+            if existed {
+                if let Some(t) = self.cfg.reconciled_tags(&tags_of(&lb), is_our_tag) {
+                    tracing::info!(
+                        load_balancer = lb_name,
+                        "load balancer tags reconciled with the cloud config's"
+                    );
+                    lb["tags"] = json!(t);
+                    changed = true;
+                }
+            }
+            // What the services of the batch changed (and tags), before the node set is applied.
+            let services_changed = changed;
+            let mut changed_pools: Vec<String> = Vec::new();
             if self.node_ip_mode() && manage_nodes {
                 if let Some(nodes) = &nodes {
                     for (family, _) in &pools {
@@ -167,11 +180,24 @@ impl LoadBalancerApplier {
                         let pool = backend_pool_name(cluster, *family);
                         if let Some(before) = plan::set_pool_addresses(&mut lb, &pool, &addrs, &self.vnet_id()) {
                             changed = true;
+                            changed_pools.push(pool.clone());
                             let (added, removed) = pool_changes(&before, &addrs);
                             tracing::info!(load_balancer = lb_name, pool = %pool, nodes = nodes.len(), addresses = addrs.len(), added = ?added, removed = ?removed, "backend pool addresses changed");
                         }
                     }
                 }
+            }
+            // Only pool membership changed on an existing LB: write the pools as the child resources they are
+            // (as upstream does), not the whole LB with every Service's frontends, rules and probes.
+            if existed && !services_changed && !changed_pools.is_empty() {
+                let mut updated = lb.clone();
+                for pool in &changed_pools {
+                    let written = self.write_pool(lb_name, &lb, pool).await.map_err(|e| (e, false))?;
+                    plan::replace_child(&mut updated, "backendAddressPools", pool, written);
+                }
+                st.copy.set(Some(Arc::new(updated.clone())));
+                let written = Some(Arc::new(updated));
+                return Ok(results.into_iter().map(|r| r.map(|_| written.clone())).collect());
             }
             let mut written = current.clone();
             if changed || !existed {
@@ -223,6 +249,48 @@ impl LoadBalancerApplier {
             )),
             false,
         ))
+    }
+
+    /// PUTs one backend pool of `lb` (its `loadBalancerBackendAddresses`) as the child resource; returns the
+    /// pool as ARM answered. The LB's etag moves with it: the returned pool carries the new one.
+    async fn write_pool(&self, lb_name: &str, lb: &Value, pool: &str) -> Result<Value, CloudError> {
+        let mut body = plan::children_ref(lb, "backendAddressPools")
+            .iter()
+            .find(|p| {
+                p.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(pool))
+            })
+            .cloned()
+            .ok_or_else(|| CloudError::Azure(format!("backend pool {pool} missing from load balancer {lb_name}")))?;
+        if let Some(p) = body.get_mut("properties").and_then(Value::as_object_mut) {
+            for k in [
+                "provisioningState",
+                "backendIPConfigurations",
+                "loadBalancingRules",
+                "outboundRule",
+                "outboundRules",
+                "inboundNatRules",
+            ] {
+                p.remove(k);
+            }
+        }
+        let model = from_value(body, "backend address pool")?;
+        match self
+            .clients
+            .load_balancers
+            .create_or_update_backend_pool(self.lb_rg(), lb_name, pool, &model)
+            .await
+        {
+            Ok(w) => {
+                tracing::info!(load_balancer = lb_name, pool, "backend pool written");
+                Ok(to_value(&w))
+            }
+            Err(e) => {
+                self.state(lb_name).copy.forget();
+                Err(arm(e))
+            }
+        }
     }
 
     pub(super) async fn submit_lb(&self, cluster: &str, lb_name: &str, op: LbOp) -> LbResult {

@@ -65,6 +65,17 @@ pub fn service_key(s: &Service) -> String {
     )
 }
 
+/// Tag keys this provider owns (and `systemTags` reconciliation never removes): `k8s-azure-*` and
+/// upstream's legacy names of the same tags.
+fn is_our_tag(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    k.starts_with("k8s-azure-")
+        || matches!(
+            k.as_str(),
+            "service" | "kubernetes-cluster-name" | "kubernetes-dns-label-service"
+        )
+}
+
 fn tags_of(v: &Value) -> BTreeMap<String, String> {
     v.get("tags")
         .and_then(Value::as_object)

@@ -52,6 +52,11 @@ impl LoadBalancerApplier {
                     Err(e) => results.push(Err(CloudError::Conflict(e.to_string()))),
                 }
             }
+            if let Some(t) = self.cfg.reconciled_tags(&tags_of(&nsg), is_our_tag) {
+                tracing::info!(security_group = %name, "security group tags reconciled with the cloud config's");
+                nsg["tags"] = json!(t);
+                changed = true;
+            }
             if !changed {
                 self.nsg_copy.set(Some(current));
                 return Ok(results);

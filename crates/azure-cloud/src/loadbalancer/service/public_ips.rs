@@ -82,6 +82,12 @@ impl LoadBalancerApplier {
         if let Some(t) = rebind(&tags, key, true) {
             tags = t;
         }
+        // systemTags: tags that are neither wanted, system nor ours go (upstream's reconcileTags).
+        if let Some(t) = self.cfg.reconciled_tags(&tags, |k| {
+            is_our_tag(k) || p.tags.keys().any(|w| w.eq_ignore_ascii_case(k))
+        }) {
+            tags = t;
+        }
         let mut changed = current.is_none() || tags != before;
         body["tags"] = json!(tags);
         let dns_now = body
