@@ -874,3 +874,208 @@ async fn tags_are_reconciled_on_every_resource_we_manage() {
     assert_eq!(total_writes(&sim), 0, "{:?}", writes(&sim));
     cloud.ensure_load_balancer_deleted(CLUSTER, &svc).await.unwrap();
 }
+
+/// `azure-pip-ip-tags`: set on a new public IP; changing them on an existing one is refused with the public
+/// IP named, except FirstPartyUsage tags with `enableIPTagMutationForExistingPublicIP`.
+#[tokio::test]
+async fn ip_tags_of_public_ips() {
+    let ann = |v: &str| json!({"service.beta.kubernetes.io/azure-pip-ip-tags": v});
+    for mutation in [false, true] {
+        let (sim, cloud, _d) = setup(
+            &Scenario::default_cluster(),
+            json!({"enableIPTagMutationForExistingPublicIP": mutation}),
+        )
+        .await;
+        let nodes = nodes(&cloud, &DEFAULT_NODES).await;
+        let svc = service("web", &uid(90), &[80], ann("FirstPartyUsage=/Unprivileged"));
+        cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await.unwrap();
+        assert_eq!(
+            public_ips(&sim)[0]["properties"]["ipTags"],
+            json!([{"ipTagType": "FirstPartyUsage", "tag": "/Unprivileged"}])
+        );
+        // Another type on the existing public IP: always refused, naming it; nothing written.
+        sim.reset_calls();
+        let other = service("web", &uid(90), &[80], ann("RoutingPreference=Internet"));
+        let e = cloud
+            .ensure_load_balancer(CLUSTER, &other, &nodes)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("IP tags of an existing public IP cannot change") && e.contains("kubernetes-a"),
+            "{e}"
+        );
+        assert_eq!(total_writes(&sim), 0, "{:?}", writes(&sim));
+        // A FirstPartyUsage change: in place with the switch, refused without it.
+        let first_party = service("web", &uid(90), &[80], ann("FirstPartyUsage=/Sql"));
+        let r = cloud.ensure_load_balancer(CLUSTER, &first_party, &nodes).await;
+        assert_eq!(r.is_ok(), mutation, "{r:?}");
+        let want = if mutation { "/Sql" } else { "/Unprivileged" };
+        assert_eq!(public_ips(&sim)[0]["properties"]["ipTags"][0]["tag"], want);
+        cloud.ensure_load_balancer_deleted(CLUSTER, &first_party).await.unwrap();
+    }
+}
+
+/// A Service's public IP in another resource group (`azure-load-balancer-resource-group`) and from a public
+/// IP prefix (`azure-pip-prefix-id`): created there, named as upstream, and deleted with the Service.
+#[tokio::test]
+async fn public_ip_in_another_group_and_from_a_prefix() {
+    let (sim, cloud, _d) = setup(&Scenario::default_cluster(), json!({})).await;
+    let nodes = nodes(&cloud, &DEFAULT_NODES).await;
+    let sub = sim.cluster().subscription.clone();
+    let prefix =
+        format!("/subscriptions/{sub}/resourceGroups/net-rg/providers/Microsoft.Network/publicIPPrefixes/my-prefix");
+    // The operator's resource group for the Service's public IPs exists (ARM refuses writes into one that
+    // does not: ResourceGroupNotFound).
+    sim.with_store(|s, _| {
+        s.put(
+            &format!("/subscriptions/{sub}/resourceGroups/pip-rg"),
+            "Microsoft.Resources/resourceGroups",
+            json!({"location": "eastus"}),
+            0,
+        );
+    });
+    let svc = service(
+        "web",
+        &uid(95),
+        &[80],
+        json!({
+            "service.beta.kubernetes.io/azure-load-balancer-resource-group": "pip-rg",
+            "service.beta.kubernetes.io/azure-pip-prefix-id": prefix,
+        }),
+    );
+    let status = cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await.unwrap();
+    assert_eq!(ingress(&status).len(), 1);
+    let lbv = lb(&sim, CLUSTER).unwrap();
+    let base = lbv["properties"]["frontendIPConfigurations"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pip_id = format!("/subscriptions/{sub}/resourceGroups/pip-rg/providers/Microsoft.Network/publicIPAddresses/{CLUSTER}-{base}-my-prefix");
+    let pip = sim.resource(&pip_id).unwrap_or_else(|| panic!("{pip_id} missing"));
+    assert_eq!(pip["properties"]["publicIPPrefix"]["id"], prefix);
+    // The frontend uses it; deleting the Service deletes it (it is ours) and leaves nothing.
+    assert!(
+        lbv["properties"]["frontendIPConfigurations"][0]["properties"]["publicIPAddress"]["id"]
+            .as_str()
+            .is_some_and(|id| id.eq_ignore_ascii_case(&pip_id)),
+        "{lbv}"
+    );
+    cloud.ensure_load_balancer_deleted(CLUSTER, &svc).await.unwrap();
+    assert!(
+        sim.resource(&pip_id).is_none(),
+        "the public IP in pip-rg was left behind"
+    );
+    assert_no_leftovers(&sim);
+}
+
+fn dual_stack_service(name: &str, uid: &str, annotations: Value) -> Service {
+    let mut s = service(name, uid, &[80], annotations);
+    let spec = s.spec.as_mut().unwrap();
+    spec.ip_families = Some(vec!["IPv4".into(), "IPv6".into()]);
+    spec.ip_family_policy = Some("RequireDualStack".into());
+    s
+}
+
+/// Dual-stack end to end against azure-sim: an IPv4 and an IPv6 public IP (the IPv6 one with an IPv6
+/// address), frontends `<base>` and `<base>-IPv6`, pools `<cluster>` and `<cluster>-IPv6` holding the nodes'
+/// addresses of each family, a security rule per family; internal: an IPv6 frontend address from the subnet's
+/// IPv6 prefix. Everything goes with the Service.
+#[tokio::test]
+async fn dual_stack_services_end_to_end() {
+    let scenario = Scenario {
+        subnet_ipv6_cidr: Some("fd00:10:240::/64".into()),
+        ..Scenario::default_cluster()
+    };
+    for pool_type in ["nodeIP", "nodeIPConfiguration"] {
+        dual_stack_with(&scenario, pool_type).await;
+    }
+}
+
+async fn dual_stack_with(scenario: &Scenario, pool_type: &str) {
+    let (sim, cloud, _d) = setup(scenario, json!({"loadBalancerBackendPoolConfigurationType": pool_type})).await;
+    let nodes = nodes(&cloud, &DEFAULT_NODES).await;
+    let svc = dual_stack_service("web", &uid(110), json!({}));
+    let status = cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await.unwrap();
+    let ips = ingress(&status);
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    assert!(ips.iter().any(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok()), "{ips:?}");
+    assert!(ips.iter().any(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()), "{ips:?}");
+    let lbv = sim
+        .resource_as_served(&format!(
+            "{}/providers/Microsoft.Network/loadBalancers/{CLUSTER}",
+            rg_id(&sim)
+        ))
+        .unwrap();
+    let names = |prop: &str| -> Vec<String> {
+        lbv["properties"][prop]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let fes = names("frontendIPConfigurations");
+    assert_eq!(fes.len(), 2, "{fes:?}");
+    assert!(fes.iter().any(|n| n.ends_with("-IPv6")), "{fes:?}");
+    let pools = names("backendAddressPools");
+    assert!(
+        pools.contains(&"kubernetes".to_string()) && pools.contains(&"kubernetes-IPv6".to_string()),
+        "{pools:?}"
+    );
+    for pool in lbv["properties"]["backendAddressPools"].as_array().unwrap() {
+        let v6 = pool["name"].as_str().unwrap().ends_with("-IPv6");
+        if pool_type == "nodeIP" {
+            let addrs = pool["properties"]["loadBalancerBackendAddresses"].as_array().unwrap();
+            assert_eq!(addrs.len(), 5, "{pool}");
+            for a in addrs {
+                let ip = a["properties"]["ipAddress"].as_str().unwrap();
+                assert_eq!(ip.contains(':'), v6, "{ip} in {}", pool["name"]);
+            }
+        } else {
+            // NIC-based: each node's IP configuration of the pool's family joined it (ARM's back-references).
+            let members = pool["properties"]["backendIPConfigurations"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no members in {pool}"));
+            assert_eq!(members.len(), 5, "{pool}");
+            for m in members {
+                let id = m["id"].as_str().unwrap();
+                assert_eq!(id.ends_with("ipconfig-v6"), v6, "{id} in {}", pool["name"]);
+            }
+        }
+    }
+    let pips = public_ips(&sim);
+    assert_eq!(pips.len(), 2);
+    let v6_pip = pips
+        .iter()
+        .find(|p| p["properties"]["publicIPAddressVersion"] == "IPv6")
+        .expect("an IPv6 public IP");
+    assert!(v6_pip["name"].as_str().unwrap().ends_with("-IPv6"));
+    assert!(v6_pip["properties"]["ipAddress"]
+        .as_str()
+        .unwrap()
+        .parse::<std::net::Ipv6Addr>()
+        .is_ok());
+    let rules = nsg_rules(&sim);
+    let rule_names: Vec<&str> = rules.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(
+        rule_names.iter().any(|n| n.contains("_IPv4_")) && rule_names.iter().any(|n| n.contains("_IPv6_")),
+        "{rule_names:?}"
+    );
+
+    // Internal dual-stack: the IPv6 frontend's private address comes from the subnet's IPv6 prefix.
+    let internal = dual_stack_service(
+        "db",
+        &uid(111),
+        json!({"service.beta.kubernetes.io/azure-load-balancer-internal": "true"}),
+    );
+    let status = cloud.ensure_load_balancer(CLUSTER, &internal, &nodes).await.unwrap();
+    let ips = ingress(&status);
+    assert!(ips.iter().any(|ip| ip.starts_with("fd00:10:240:")), "{ips:?}");
+    assert!(ips.iter().any(|ip| ip.starts_with("10.240.")), "{ips:?}");
+
+    for s in [&svc, &internal] {
+        cloud.ensure_load_balancer_deleted(CLUSTER, s).await.unwrap();
+    }
+    assert_no_leftovers(&sim);
+}

@@ -424,9 +424,18 @@ impl AzureSim {
         lock(&self.shared.store).dump()
     }
 
-    /// The body of a resource.
+    /// The body of a resource as stored (without ARM's read-only back-references).
     pub fn resource(&self, id: &str) -> Option<Value> {
         lock(&self.shared.store).get(id).map(|r| r.body.clone())
+    }
+
+    /// The body of a resource as a GET serves it: with ARM's read-only back-references (a pool's
+    /// `backendIPConfigurations`, a public IP's `ipConfiguration`, ...).
+    pub fn resource_as_served(&self, id: &str) -> Option<Value> {
+        let store = lock(&self.shared.store);
+        let mut body = store.get(id)?.body.clone();
+        backrefs::fill(&store, &mut body);
+        Some(body)
     }
 
     /// Runs a change on the store (runtime changes: add, remove, stop, deallocate instances).

@@ -218,6 +218,29 @@ fn allocate_in(store: &mut Store, ipconf: &mut Value, owner: &str) -> Result<(),
         );
     };
     let has_ip = str_at(ipconf, &["properties", "privateIPAddress"]).is_some_and(|s| !s.is_empty());
+    let v6 = str_at(ipconf, &["properties", "privateIPAddressVersion"]).is_some_and(|v| v.eq_ignore_ascii_case("IPv6"));
+    if v6 {
+        // An IPv6 configuration takes its address from the subnet's IPv6 prefix (a subnet without one has none).
+        let Some(prefix6) = subnet_prefix_v6(store, &subnet) else {
+            return err(
+                "SubnetDoesNotSupportIPv6",
+                format!("Subnet {subnet} referenced by {owner} has no IPv6 address prefix."),
+            );
+        };
+        if !has_ip {
+            let Some(ip) = store.allocate_private_ipv6(&subnet, &prefix6) else {
+                return err(
+                    "SubnetIsFull",
+                    format!("Subnet {subnet} has no free IPv6 address for {owner}."),
+                );
+            };
+            if let Some(p) = props_mut(ipconf) {
+                p.insert("privateIPAddress".into(), json!(ip.to_string()));
+                p.entry("privateIPAllocationMethod").or_insert(json!("Dynamic"));
+            }
+        }
+        return Ok(());
+    }
     if let Some(p) = props_mut(ipconf) {
         if has_ip {
             if let Some(ip) = p
@@ -371,13 +394,21 @@ fn public_ip(store: &mut Store, id: &str, body: &mut Value) -> Result<(), RuleEr
         }
     }
     let has = str_at(body, &["properties", "ipAddress"]).is_some_and(|s| !s.is_empty());
-    let ip = (!has).then(|| store.allocate_public_ip());
+    // As ARM: an IPv6 public IP gets an IPv6 address.
+    let v6 = str_at(body, &["properties", "publicIPAddressVersion"]).is_some_and(|v| v.eq_ignore_ascii_case("IPv6"));
+    let ip = (!has).then(|| {
+        if v6 {
+            store.allocate_public_ipv6().to_string()
+        } else {
+            store.allocate_public_ip().to_string()
+        }
+    });
     if let Some(p) = props_mut(body) {
         p.entry("publicIPAllocationMethod")
             .or_insert(json!(if sku == "standard" { "Static" } else { "Dynamic" }));
         p.entry("publicIPAddressVersion").or_insert(json!("IPv4"));
         if let Some(ip) = ip {
-            p.insert("ipAddress".into(), json!(ip.to_string()));
+            p.insert("ipAddress".into(), json!(ip));
         }
     }
     Ok(())

@@ -339,7 +339,15 @@ impl Scenario {
     fn build_scale_set(&self, store: &mut Store, ss: &ScaleSetSpec) -> Result<(), String> {
         let ss_id = self.id("Microsoft.Compute", &format!("virtualMachineScaleSets/{}", ss.name));
         let prefix = ss.computer_name_prefix.clone().unwrap_or_else(|| ss.name.clone());
-        let nic_config = json!([{"name": format!("{}-nic", ss.name), "properties": {"primary": true, "ipConfigurations": [{"name": "ipconfig1", "properties": {"primary": true, "subnet": {"id": self.subnet_id()}, "loadBalancerBackendAddressPools": []}}]}}]);
+        let mut ipcs = vec![
+            json!({"name": "ipconfig1", "properties": {"primary": true, "subnet": {"id": self.subnet_id()}, "loadBalancerBackendAddressPools": []}}),
+        ];
+        if self.subnet_ipv6_cidr.is_some() {
+            // A dual-stack scale set's model has an IPv6 configuration too (its instances' NICs get one).
+            ipcs.push(json!({"name": "ipconfig-v6", "properties": {"primary": false, "privateIPAddressVersion": "IPv6", "subnet": {"id": self.subnet_id()}, "loadBalancerBackendAddressPools": []}}));
+        }
+        let nic_config =
+            json!([{"name": format!("{}-nic", ss.name), "properties": {"primary": true, "ipConfigurations": ipcs}}]);
         store.put(
             &ss_id,
             "Microsoft.Compute/virtualMachineScaleSets",

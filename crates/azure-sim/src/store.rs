@@ -236,6 +236,13 @@ impl Store {
         Ipv4Addr::new(20, ((n >> 16) & 0xff) as u8, ((n >> 8) & 0xff) as u8, (n & 0xff) as u8)
     }
 
+    /// Allocates the next IPv6 public address (from the documentation range `2001:db8:20::/48`).
+    pub fn allocate_public_ipv6(&mut self) -> std::net::Ipv6Addr {
+        self.public_next += 1;
+        let base = u128::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x20, 0, 0, 0, 0, 0));
+        std::net::Ipv6Addr::from(base + u128::from(self.public_next))
+    }
+
     /// A dump of every resource.
     pub fn dump(&self) -> Value {
         Value::Array(self.resources.values().map(|r| r.body.clone()).collect())

@@ -296,6 +296,10 @@ pub struct CloudConfig {
     pub put_vmss_vm_batch_size: i64,
     #[serde(rename = "enableMigrateToIPBasedBackendPoolAPI")]
     pub enable_migrate_to_ip_based_backend_pool_api: bool,
+    /// Change `FirstPartyUsage` IP tags of an existing public IP in place (other IP tag types of an existing
+    /// public IP cannot change: a reconciliation error, as upstream).
+    #[serde(rename = "enableIPTagMutationForExistingPublicIP")]
+    pub enable_ip_tag_mutation_for_existing_public_ip: bool,
     #[serde(rename = "multipleStandardLoadBalancerConfigurations")]
     pub multiple_standard_load_balancer_configurations: Vec<MultipleStandardLoadBalancerConfiguration>,
     #[serde(rename = "clusterServiceLoadBalancerHealthProbeMode")]

@@ -114,9 +114,9 @@ pub const ANNOTATIONS: &[AnnotationDoc] = &[
     ),
     doc(
         "azure-pip-ip-tags",
-        "`type=tag,...` IP tags of a new public IP",
+        "`type=tag,...` IP tags of the Service's public IP (an existing one: see `enableIPTagMutationForExistingPublicIP`)",
         "none",
-        NO("IP tags are not set on public IPs yet"),
+        YES,
     ),
     doc(
         "azure-dns-label-name",
@@ -436,6 +436,8 @@ pub struct ServiceLbSpec {
     pub floating_ip_disabled: bool,
     /// `azure-pip-tags`.
     pub pip_tags: BTreeMap<String, String>,
+    /// `azure-pip-ip-tags` as (type, tag) pairs; `Some(empty)` when set but blank.
+    pub ip_tags: Option<Vec<(String, String)>>,
     /// `azure-additional-public-ips`.
     pub additional_public_ips: Vec<IpAddr>,
     /// `azure-load-balancer-disable-tcp-reset`.
@@ -644,6 +646,24 @@ pub fn parse(service: &Service) -> Result<(ServiceLbSpec, Vec<Warning>), Annotat
     s.floating_ip_disabled = is_true("azure-disable-load-balancer-floating-ip");
     s.tcp_reset_disabled = is_true("azure-load-balancer-disable-tcp-reset");
     s.nsg_rules_disabled = is_true("azure-disable-load-balancer-nsg-rule");
+    if let Some(v) = get("azure-pip-ip-tags") {
+        let mut tags = Vec::new();
+        for pair in csv(v) {
+            match pair.split_once('=') {
+                Some((t, tag)) if !t.trim().is_empty() && !tag.trim().is_empty() => {
+                    tags.push((t.trim().to_string(), tag.trim().to_string()))
+                }
+                _ => warnings.push(Warning {
+                    reason: "InvalidAnnotation",
+                    message: format!(
+                        "{}: {pair:?} is not type=tag; the pair is ignored",
+                        key("azure-pip-ip-tags")
+                    ),
+                }),
+            }
+        }
+        s.ip_tags = Some(tags);
+    }
     if let Some(v) = get("azure-pip-tags") {
         s.pip_tags = parse_tags(v, &BTreeMap::new()).0;
     }

@@ -32,6 +32,8 @@ pub struct PlannedPublicIp {
     pub tags: BTreeMap<String, String>,
     /// Public IP prefix to allocate from.
     pub prefix_id: Option<String>,
+    /// `azure-pip-ip-tags` as (type, tag) pairs (`None`: not asked for).
+    pub ip_tags: Option<Vec<(String, String)>>,
 }
 
 /// Where an external frontend's public IP comes from.
@@ -165,6 +167,7 @@ pub fn plan_frontends(spec: &ServiceLbSpec, ctx: &FrontendContext<'_>) -> Vec<Pl
                         dns_label: spec.dns_label.clone(),
                         tags,
                         prefix_id: prefix,
+                        ip_tags: spec.ip_tags.clone(),
                     })
                 }
             };

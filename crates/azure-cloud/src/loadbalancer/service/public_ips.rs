@@ -71,6 +71,32 @@ impl LoadBalancerApplier {
                 b
             }
         };
+        // IP tags: set on a new public IP; on an existing one only FirstPartyUsage tags may change, in place,
+        // and only with enableIPTagMutationForExistingPublicIP (as upstream); anything else is an error.
+        let mut ip_tags_changed = false;
+        if let Some(want) = &p.ip_tags {
+            let have = ip_tags_of(&body);
+            if !same_ip_tags(&have, want) {
+                let only_first_party = have
+                    .iter()
+                    .chain(want.iter())
+                    .filter(|t| !have.contains(t) || !want.contains(t))
+                    .all(|(t, _)| t.eq_ignore_ascii_case("FirstPartyUsage"));
+                if current.is_some() && !(self.cfg.enable_ip_tag_mutation_for_existing_public_ip && only_first_party) {
+                    return Err(CloudError::InvalidInput(format!(
+                        "service {key}: public IP {} has IP tags {have:?} but {}azure-pip-ip-tags asks for {want:?}; IP tags of an existing public IP cannot change{} (use a new public IP, or restore the annotation)",
+                        p.name,
+                        annotations::PREFIX,
+                        if only_first_party { " unless enableIPTagMutationForExistingPublicIP is true" } else { " except FirstPartyUsage ones" }
+                    )));
+                }
+                body["properties"]["ipTags"] = json!(want
+                    .iter()
+                    .map(|(t, tag)| json!({"ipTagType": t, "tag": tag}))
+                    .collect::<Vec<_>>());
+                ip_tags_changed = true;
+            }
+        }
         // Tags: ours win, the service binding is merged with services already bound.
         let mut tags = tags_of(&body);
         let before = tags.clone();
@@ -88,7 +114,7 @@ impl LoadBalancerApplier {
         }) {
             tags = t;
         }
-        let mut changed = current.is_none() || tags != before;
+        let mut changed = current.is_none() || tags != before || ip_tags_changed;
         body["tags"] = json!(tags);
         let dns_now = body
             .pointer("/properties/dnsSettings/domainNameLabel")
@@ -328,4 +354,29 @@ impl LoadBalancerApplier {
         }
         rgs
     }
+}
+
+/// A public IP's IP tags as (type, tag) pairs.
+fn ip_tags_of(pip: &Value) -> Vec<(String, String)> {
+    pip.pointer("/properties/ipTags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            Some((
+                t.get("ipTagType")?.as_str()?.to_string(),
+                t.get("tag")?.as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The same IP tags in any order (types compared ignoring case).
+fn same_ip_tags(a: &[(String, String)], b: &[(String, String)]) -> bool {
+    let norm = |v: &[(String, String)]| {
+        let mut x: Vec<(String, String)> = v.iter().map(|(t, g)| (t.to_ascii_lowercase(), g.clone())).collect();
+        x.sort();
+        x
+    };
+    norm(a) == norm(b)
 }
