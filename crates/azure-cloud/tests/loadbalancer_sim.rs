@@ -1079,3 +1079,92 @@ async fn dual_stack_with(scenario: &Scenario, pool_type: &str) {
     }
     assert_no_leftovers(&sim);
 }
+
+/// Services naming the same public IP share one frontend (as upstream): each keeps its own ports, the
+/// security rules allow both, a port both want fails the later one only, and the frontend goes with the
+/// last Service (the user's public IP stays).
+#[tokio::test]
+async fn services_naming_the_same_public_ip_share_one_frontend() {
+    let (sim, cloud, _d) = setup(&Scenario::default_cluster(), json!({})).await;
+    let nodes = nodes(&cloud, &DEFAULT_NODES).await;
+    let pip_id = format!(
+        "{}/providers/Microsoft.Network/publicIPAddresses/shared-ip",
+        rg_id(&sim)
+    );
+    sim.with_store(|s, _| {
+        s.put(
+            &pip_id,
+            "Microsoft.Network/publicIPAddresses",
+            json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static", "ipAddress": "20.9.9.9"}}),
+            0,
+        );
+    });
+    let ann = json!({"service.beta.kubernetes.io/azure-pip-name": "shared-ip"});
+    let web = service("web", &uid(120), &[80], ann.clone());
+    let api = service("api", &uid(121), &[443], ann.clone());
+    for s in [&web, &api] {
+        let st = cloud.ensure_load_balancer(CLUSTER, s, &nodes).await.unwrap();
+        assert_eq!(ingress(&st), vec!["20.9.9.9".to_string()]);
+    }
+    let lbv = lb(&sim, CLUSTER).unwrap();
+    assert_eq!(count(&lbv, "frontendIPConfigurations"), 1, "one shared frontend");
+    assert_eq!(count(&lbv, "loadBalancingRules"), 2);
+    let ports: Vec<String> = nsg_rules(&sim)
+        .iter()
+        .filter(|r| r["properties"]["destinationAddressPrefix"] == "20.9.9.9")
+        .map(|r| {
+            r["properties"]["destinationPortRange"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        ports.contains(&"80".to_string()) && ports.contains(&"443".to_string()),
+        "{ports:?}"
+    );
+    // A port the first Service has: the later one fails; nothing changes.
+    let clash = service("clash", &uid(122), &[80], ann.clone());
+    sim.reset_calls();
+    let e = cloud.ensure_load_balancer(CLUSTER, &clash, &nodes).await.unwrap_err();
+    assert!(e.to_string().contains("80"), "{e}");
+    assert_eq!(
+        writes(&sim).get("PUT Microsoft.Network/loadBalancers"),
+        None,
+        "{:?}",
+        writes(&sim)
+    );
+    cloud.ensure_load_balancer_deleted(CLUSTER, &clash).await.unwrap();
+    // The frontend's first user goes: the frontend stays for the other, whose traffic is still allowed; the
+    // deleted Service is told so (upstream's DeletingFrontendIPConfiguration).
+    let events = Arc::new(Events::default());
+    cloud.load_balancers().set_event_sink(events.clone());
+    cloud.ensure_load_balancer_deleted(CLUSTER, &web).await.unwrap();
+    assert!(
+        events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(r, _)| r == "DeletingFrontendIPConfiguration"),
+        "{:?}",
+        events.0.lock().unwrap()
+    );
+    let lbv = lb(&sim, CLUSTER).unwrap();
+    assert_eq!(count(&lbv, "frontendIPConfigurations"), 1);
+    assert_eq!(count(&lbv, "loadBalancingRules"), 1);
+    assert!(
+        nsg_rules(&sim)
+            .iter()
+            .any(|r| r["properties"]["destinationAddressPrefix"] == "20.9.9.9"
+                && r["properties"]["destinationPortRange"] == "443"),
+        "{:?}",
+        nsg_rules(&sim)
+    );
+    let st = cloud.ensure_load_balancer(CLUSTER, &api, &nodes).await.unwrap();
+    assert_eq!(ingress(&st), vec!["20.9.9.9".to_string()]);
+    // The last user goes: the frontend (and the LB) go, the user's public IP stays.
+    cloud.ensure_load_balancer_deleted(CLUSTER, &api).await.unwrap();
+    assert!(lb(&sim, CLUSTER).is_none());
+    assert!(sim.resource(&pip_id).is_some(), "the user's public IP is never deleted");
+}

@@ -9,6 +9,7 @@
 use super::names::{service_owns, Family};
 use super::rules::{PlannedProbe, PlannedRule};
 use serde_json::{json, Map, Value};
+use std::collections::BTreeSet;
 
 /// A frontend a service wants, with its backing resolved (PIP id known, or subnet).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,12 +362,95 @@ fn pool_addresses(lb: &Value, pool: &str) -> Vec<(String, String)> {
     k
 }
 
+/// The frontend of another Service that `f` shares (as upstream): one backed by the same public IP, or by the
+/// same static private address in the same subnet.
+fn shared_frontend(lb: &Value, f: &FrontendWish, owns: &dyn Fn(&str) -> bool) -> Option<String> {
+    let same = |v: Option<&str>, want: &str| v.is_some_and(|v| v.eq_ignore_ascii_case(want));
+    children_ref(lb, "frontendIPConfigurations")
+        .iter()
+        .filter(|c| !owns(name_of(c)))
+        .find(|c| match (&f.public_ip_id, &f.private_ip, &f.subnet_id) {
+            (Some(pip), _, _) => same(c.pointer("/properties/publicIPAddress/id").and_then(Value::as_str), pip),
+            (None, Some(ip), Some(subnet)) => {
+                same(c.pointer("/properties/privateIPAddress").and_then(Value::as_str), ip)
+                    && same(c.pointer("/properties/subnet/id").and_then(Value::as_str), subnet)
+            }
+            _ => false,
+        })
+        .map(|c| name_of(c).to_string())
+}
+
+/// Frontend ids the load-balancing rules of Services other than `owns`' reference (lower-case).
+fn frontends_used_by_others(lb: &Value, owns: &dyn Fn(&str) -> bool) -> std::collections::HashSet<String> {
+    children_ref(lb, "loadBalancingRules")
+        .iter()
+        .filter(|r| !owns(name_of(r)))
+        .map(|r| id_at(r, "/properties/frontendIPConfiguration/id"))
+        .collect()
+}
+
+/// Frontend ids the rules of `owns`' Service reference (lower-case).
+fn frontends_used_by(lb: &Value, owns: &dyn Fn(&str) -> bool) -> std::collections::HashSet<String> {
+    children_ref(lb, "loadBalancingRules")
+        .iter()
+        .filter(|r| owns(name_of(r)))
+        .map(|r| id_at(r, "/properties/frontendIPConfiguration/id"))
+        .collect()
+}
+
+/// After a Service stopped using other Services' frontends (`used_before`): each one no rule uses any more
+/// and whose own Service is gone from the LB (no rule or probe of it left) goes, as upstream deletes a shared
+/// frontend with its last user. Returns true when one was removed.
+fn drop_orphaned_frontends(lb: &mut Value, lb_id: &str, used_before: &std::collections::HashSet<String>) -> bool {
+    let still_used = frontends_used_by_others(lb, &|_| false);
+    let orphans: Vec<String> = children_ref(lb, "frontendIPConfigurations")
+        .iter()
+        .map(|f| name_of(f).to_string())
+        .filter(|n| {
+            let id = lower(&child_id(lb_id, "frontendIPConfigurations", n));
+            let owner = n.strip_suffix("-IPv6").unwrap_or(n);
+            used_before.contains(&id)
+                && !still_used.contains(&id)
+                && !["loadBalancingRules", "probes"]
+                    .iter()
+                    .any(|p| children_ref(lb, p).iter().any(|c| service_owns(owner, name_of(c))))
+        })
+        .collect();
+    if orphans.is_empty() {
+        return false;
+    }
+    children(lb, "frontendIPConfigurations").retain(|f| !orphans.iter().any(|o| o.eq_ignore_ascii_case(name_of(f))));
+    true
+}
+
+/// The Service's own frontends that other Services' rules still use: they stay (a shared frontend goes
+/// with the last Service that uses it, as upstream).
+fn owned_frontends_in_use(lb: &Value, lb_id: &str, owns: &dyn Fn(&str) -> bool, except: &[String]) -> Vec<Value> {
+    let used = frontends_used_by_others(lb, owns);
+    children_ref(lb, "frontendIPConfigurations")
+        .iter()
+        .filter(|f| owns(name_of(f)) && !except.iter().any(|e| e.eq_ignore_ascii_case(name_of(f))))
+        .filter(|f| used.contains(&lower(&child_id(lb_id, "frontendIPConfigurations", name_of(f)))))
+        .cloned()
+        .collect()
+}
+
 /// Applies a service's wish: its frontends, probes and rules become exactly the wished ones; nothing it
 /// does not own is touched. A wished rule on a frontend port another service's rule already uses is an
-/// error and the LB is left unchanged.
+/// error and the LB is left unchanged. A frontend backed by the same IP as another Service's is shared
+/// (the rules use it; none of ours is made), and a frontend of ours that others use stays.
 pub fn apply_service(lb: &mut Value, lb_id: &str, lb_name: &str, wish: &ServiceWish) -> Result<bool, PortConflict> {
     let owns = |n: &str| service_owns(&wish.base, n);
-    let frontend_of = |f: Family| wish.frontends.iter().find(|x| x.family == f).map(|x| x.name.clone());
+    // Each family's frontend: another Service's that is backed by the same IP (shared), else our own.
+    let effective: Vec<(Family, String, bool)> = wish
+        .frontends
+        .iter()
+        .map(|f| match shared_frontend(lb, f, &owns) {
+            Some(name) => (f.family, name, true),
+            None => (f.family, f.name.clone(), false),
+        })
+        .collect();
+    let frontend_of = |f: Family| effective.iter().find(|x| x.0 == f).map(|x| x.1.clone());
     let pool_of = |f: Family| wish.pools.iter().find(|(x, _)| *x == f).map(|(_, n)| n.clone());
     let mut rules = Vec::new();
     for r in &wish.rules {
@@ -399,14 +483,17 @@ pub fn apply_service(lb: &mut Value, lb_id: &str, lb_name: &str, wish: &ServiceW
     }
     let mut changed = false;
     let current_fes: Vec<Value> = children_ref(lb, "frontendIPConfigurations").to_vec();
-    let fes = wish
+    let mut fes: Vec<Value> = wish
         .frontends
         .iter()
+        .filter(|f| !effective.iter().any(|e| e.2 && e.0 == f.family))
         .map(|f| {
             let cur = current_fes.iter().find(|c| name_of(c).eq_ignore_ascii_case(&f.name));
             frontend_value(f, cur)
         })
         .collect();
+    let wanted: Vec<String> = fes.iter().map(|f| name_of(f).to_string()).collect();
+    fes.extend(owned_frontends_in_use(lb, lb_id, &owns, &wanted));
     let pools: Vec<String> = wish.pools.iter().map(|(_, n)| n.clone()).collect();
     changed |= ensure_pools(lb, &pools);
     changed |= sync_owned(lb, "frontendIPConfigurations", &owns, fes, frontend_key);
@@ -417,18 +504,59 @@ pub fn apply_service(lb: &mut Value, lb_id: &str, lb_name: &str, wish: &ServiceW
         wish.probes.iter().map(probe_value).collect(),
         probe_key,
     );
+    let used_before = frontends_used_by(lb, &owns);
     changed |= sync_owned(lb, "loadBalancingRules", &owns, rules, rule_key);
+    changed |= drop_orphaned_frontends(lb, lb_id, &used_before);
     Ok(changed)
 }
 
-/// Removes everything the service owns. Returns true when something was removed.
-pub fn remove_service(lb: &mut Value, base: &str) -> bool {
+/// Removes everything the service owns, except a frontend other Services' rules still use (it goes with the
+/// last of them). Returns true when something was removed.
+pub fn remove_service(lb: &mut Value, lb_id: &str, base: &str) -> bool {
     let owns = |n: &str| service_owns(base, n);
     let mut changed = false;
-    for prop in ["loadBalancingRules", "probes", "frontendIPConfigurations"] {
+    let used_before = frontends_used_by(lb, &owns);
+    for prop in ["loadBalancingRules", "probes"] {
         changed |= sync_owned(lb, prop, &owns, Vec::new(), |_| Value::Null);
     }
+    let keep = owned_frontends_in_use(lb, lb_id, &owns, &[]);
+    changed |= sync_owned(lb, "frontendIPConfigurations", &owns, keep, |v| v.clone());
+    changed |= drop_orphaned_frontends(lb, lb_id, &used_before);
     changed
+}
+
+/// For each frontend the Service's rules use that other Services' rules use too (a shared frontend): its
+/// name and the frontend ports those other Services serve on it.
+pub fn ports_of_others_on_shared_frontends(lb: &Value, base: &str) -> Vec<(String, BTreeSet<String>)> {
+    let owns = |n: &str| service_owns(base, n);
+    let mine = frontends_used_by(lb, &owns);
+    let mut out: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for r in children_ref(lb, "loadBalancingRules")
+        .iter()
+        .filter(|r| !owns(name_of(r)))
+    {
+        let fe = id_at(r, "/properties/frontendIPConfiguration/id");
+        if !mine.contains(&fe) {
+            continue;
+        }
+        let name = fe.rsplit('/').next().unwrap_or_default().to_string();
+        let port = r
+            .pointer("/properties/frontendPort")
+            .and_then(Value::as_i64)
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        out.entry(name).or_default().insert(port);
+    }
+    out.into_iter().collect()
+}
+
+/// Frontends the service owns that other Services still use (kept when it goes), by name.
+pub fn frontends_kept_for_others(lb: &Value, lb_id: &str, base: &str) -> Vec<String> {
+    let owns = |n: &str| service_owns(base, n);
+    owned_frontends_in_use(lb, lb_id, &owns, &[])
+        .iter()
+        .map(|f| name_of(f).to_string())
+        .collect()
 }
 
 /// The private address (internal) or PIP id (public) of a frontend, by name.
@@ -440,11 +568,12 @@ pub fn frontend_backing(lb: &Value, name: &str) -> Option<(Option<String>, Optio
     Some((s("/properties/privateIPAddress"), s("/properties/publicIPAddress/id")))
 }
 
-/// True when the service owns a frontend on this LB.
+/// True when the service has a frontend or a rule on this LB (a Service sharing another's frontend owns only
+/// rules).
 pub fn has_service(lb: &Value, base: &str) -> bool {
-    children_ref(lb, "frontendIPConfigurations")
+    ["frontendIPConfigurations", "loadBalancingRules"]
         .iter()
-        .any(|f| service_owns(base, name_of(f)))
+        .any(|prop| children_ref(lb, prop).iter().any(|f| service_owns(base, name_of(f))))
 }
 
 /// Number of load-balancing rules (basic-SKU LB selection).
@@ -598,6 +727,57 @@ mod tests {
             .is_none());
     }
 
+    /// Upstream's shared frontends: Services asking for the same public IP (or static private address) use
+    /// one frontend; a port both want is a conflict for the later one; the frontend goes with the last.
+    #[test]
+    fn services_with_the_same_ip_share_one_frontend() {
+        let same_ip = |base: &str, ports: &[i32]| {
+            let mut w = wish(base, ports);
+            w.frontends[0].public_ip_id = Some("/pip/shared".into());
+            w
+        };
+        let mut lb = json!({});
+        apply_service(&mut lb, LB, "kubernetes", &same_ip("aaa", &[80])).unwrap();
+        assert_eq!(
+            apply_service(&mut lb, LB, "kubernetes", &same_ip("bbb", &[443])),
+            Ok(true)
+        );
+        assert_eq!(count(&lb, "frontendIPConfigurations"), 1, "{lb:#}");
+        let fe_of = |rule: &str| {
+            children_ref(&lb, "loadBalancingRules")
+                .iter()
+                .find(|r| name_of(r) == rule)
+                .map(|r| id_at(r, "/properties/frontendIPConfiguration/id"))
+        };
+        assert_eq!(fe_of("bbb-TCP-443"), fe_of("aaa-TCP-80"));
+        assert!(has_service(&lb, "bbb"), "a sharing Service is found by its rules");
+        // The same again: nothing to write.
+        assert_eq!(
+            apply_service(&mut lb, LB, "kubernetes", &same_ip("bbb", &[443])),
+            Ok(false)
+        );
+        // A port the first already has: the later Service fails, the earlier is untouched.
+        let before = lb.clone();
+        let e = apply_service(&mut lb, LB, "kubernetes", &same_ip("ccc", &[80])).unwrap_err();
+        assert_eq!(
+            (e.rule.as_str(), e.other.as_str(), e.port),
+            ("ccc-TCP-80", "aaa-TCP-80", 80)
+        );
+        assert_eq!(lb, before);
+        // The owner goes first: its rules go, its frontend stays for bbb.
+        assert_eq!(frontends_kept_for_others(&lb, LB, "aaa"), vec!["aaa".to_string()]);
+        assert!(remove_service(&mut lb, LB, "aaa"));
+        assert_eq!(count(&lb, "frontendIPConfigurations"), 1);
+        assert_eq!(count(&lb, "loadBalancingRules"), 1);
+        // The owner re-applies while bbb still uses its frontend: nothing is duplicated.
+        apply_service(&mut lb, LB, "kubernetes", &same_ip("aaa", &[80])).unwrap();
+        assert_eq!(count(&lb, "frontendIPConfigurations"), 1);
+        remove_service(&mut lb, LB, "aaa");
+        // The last user goes: so does the frontend.
+        assert!(remove_service(&mut lb, LB, "bbb"));
+        assert!(is_empty(&lb));
+    }
+
     #[test]
     fn services_share_the_lb_and_only_touch_their_own() {
         let mut lb = json!({});
@@ -608,11 +788,11 @@ mod tests {
         assert_eq!(apply_service(&mut lb, LB, "kubernetes", &wish("aaa", &[81])), Ok(true));
         let names: Vec<&str> = children_ref(&lb, "loadBalancingRules").iter().map(name_of).collect();
         assert_eq!(names, ["bbb-TCP-80", "bbb-TCP-8080", "aaa-TCP-81"]);
-        assert!(remove_service(&mut lb, "aaa"));
-        assert!(!remove_service(&mut lb, "aaa"));
+        assert!(remove_service(&mut lb, LB, "aaa"));
+        assert!(!remove_service(&mut lb, LB, "aaa"));
         assert!(!has_service(&lb, "aaa"));
         assert!(has_service(&lb, "bbb"));
-        assert!(remove_service(&mut lb, "BBB"), "ownership is case-insensitive");
+        assert!(remove_service(&mut lb, LB, "BBB"), "ownership is case-insensitive");
         assert!(is_empty(&lb));
         assert_eq!(
             count(&lb, "backendAddressPools"),

@@ -8,7 +8,7 @@
 
 use super::names::{allow_security_rule_name, deny_all_security_rule_name, service_owns, Family, SECURITY_RULE_PREFIX};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What one Service wants from the NSG, purely from its ports, its annotations (`spec`), the addresses of its
 /// frontends, the nodes' addresses (used when floating IP is off: traffic then reaches the nodes' own
@@ -74,6 +74,7 @@ pub fn service_wish(
         allow,
         deny_all,
         base: base.to_string(),
+        shared: BTreeMap::new(),
     }
 }
 
@@ -108,6 +109,9 @@ pub struct NsgWish {
     pub deny_all: Vec<Family>,
     /// Service base name: rules of older versions named after it are removed.
     pub base: String,
+    /// Addresses other Services share (a shared frontend) with the ports those Services serve on them: such
+    /// an address stays in a rule that allows one of those ports.
+    pub shared: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// No free priority left.
@@ -238,7 +242,16 @@ pub fn apply(rules: &mut Vec<Value>, nsg: &str, wish: &NsgWish) -> Result<bool, 
         if !d.iter().any(|a| remove.contains(a)) {
             return true;
         }
-        let kept: Vec<String> = d.into_iter().filter(|a| !remove.contains(a)).collect();
+        let rule_ports = multi(r, "destinationPortRange", "destinationPortRanges");
+        let needed_by_others = |a: &String| {
+            wish.shared
+                .get(a)
+                .is_some_and(|ports| rule_ports.iter().any(|p| ports.contains(p)))
+        };
+        let kept: Vec<String> = d
+            .into_iter()
+            .filter(|a| !remove.contains(a) || needed_by_others(a))
+            .collect();
         if kept.is_empty() {
             return false;
         }
@@ -425,6 +438,7 @@ mod tests {
             }],
             deny_all: vec![],
             base: String::new(),
+            shared: BTreeMap::new(),
         }
     }
 

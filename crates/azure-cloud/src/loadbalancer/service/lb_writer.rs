@@ -128,7 +128,7 @@ impl LoadBalancerApplier {
                         Err(e) => Err(CloudError::Conflict(e.to_string())),
                     },
                     LbOp::Remove(base) => {
-                        changed |= plan::remove_service(&mut lb, base);
+                        changed |= plan::remove_service(&mut lb, &lb_id, base);
                         Ok(())
                     }
                     LbOp::Nodes(_) => Ok(()),

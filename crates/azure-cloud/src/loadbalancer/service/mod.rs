@@ -65,6 +65,23 @@ pub fn service_key(s: &Service) -> String {
     )
 }
 
+/// The Service's destination addresses that other Services share (a shared frontend), with the ports those
+/// Services serve on them: the security rules keep allowing those.
+fn shared_destinations(lb: &Value, base: &str, addresses: &[(Family, String)]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (frontend, ports) in plan::ports_of_others_on_shared_frontends(lb, base) {
+        let family = if frontend.to_ascii_lowercase().ends_with("-ipv6") {
+            Family::V6
+        } else {
+            Family::V4
+        };
+        for (_, a) in addresses.iter().filter(|(f, _)| *f == family) {
+            out.entry(a.clone()).or_default().extend(ports.iter().cloned());
+        }
+    }
+    out
+}
+
 /// Tag keys this provider owns (and `systemTags` reconciliation never removes): `k8s-azure-*` and
 /// upstream's legacy names of the same tags.
 fn is_our_tag(k: &str) -> bool {
@@ -439,6 +456,10 @@ impl LoadBalancerApplier {
             for w in &fronts.wishes {
                 match plan::frontend_backing(&lb, &w.name) {
                     Some((Some(ip), _)) => addresses.push((w.family, ip)),
+                    // Sharing another Service's frontend: its static address is the one asked for.
+                    None if w.private_ip.is_some() => {
+                        addresses.push((w.family, w.private_ip.clone().unwrap_or_default()))
+                    }
                     _ => {
                         return Err(CloudError::Azure(format!(
                             "frontend {} of load balancer {lb_name} has no private address yet; will retry",
@@ -448,11 +469,13 @@ impl LoadBalancerApplier {
                 }
             }
         }
+        let shared = shared_destinations(&lb, &base, &addresses);
         // The LB copy is megabytes at scale and each batch writes a new one: let go of it before waiting for
         // the security group (1,000 Services holding 48 generations of a 5,000-node LB took 150 MiB).
         drop(lb);
-        self.submit_nsg(self.nsg_wish(service, &spec, &base, &addresses, &nodes))
-            .await?;
+        let mut nsg_wish = self.nsg_wish(service, &spec, &base, &addresses, &nodes);
+        nsg_wish.shared = shared;
+        self.submit_nsg(nsg_wish).await?;
         // The service's leftovers: the other LB of the pair, PIPs it no longer uses.
         self.submit_lb(cluster, &self.other_lb(&lb_name), LbOp::Remove(base.clone()))
             .await?;
@@ -509,9 +532,25 @@ impl LoadBalancerApplier {
         }
         // Addresses to take out of the NSG: the frontends the service owns and its status.
         let mut remove = Self::previous_addresses(service);
+        let mut shared = BTreeMap::new();
         for lb_name in &lbs {
             if let Some(lb) = self.read_lb(lb_name, false).await? {
                 remove.extend(self.owned_addresses(&lb, &base).await?);
+                let by_family: Vec<(Family, String)> = remove
+                    .iter()
+                    .map(|a| (if a.contains(':') { Family::V6 } else { Family::V4 }, a.clone()))
+                    .collect();
+                shared.extend(shared_destinations(&lb, &base, &by_family));
+                for fe in plan::frontends_kept_for_others(&lb, &self.lb_id(lb_name), &base) {
+                    let id = plan::child_id(&self.lb_id(lb_name), "frontendIPConfigurations", &fe);
+                    self.warn(
+                        service,
+                        &Warning {
+                            reason: "DeletingFrontendIPConfiguration",
+                            message: format!("frontend IP configuration with ID {id} on LB {lb_name} cannot be deleted because it is being referenced by load balancing rules of other services; it goes with the last of them"),
+                        },
+                    );
+                }
             }
         }
         if let Some(s) = &spec {
@@ -520,6 +559,7 @@ impl LoadBalancerApplier {
         self.submit_nsg(NsgWish {
             remove,
             base: base.clone(),
+            shared,
             ..Default::default()
         })
         .await?;
