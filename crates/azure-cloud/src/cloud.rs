@@ -229,13 +229,18 @@ impl AzureCloud {
     }
 
     /// The cluster's node groups (scale sets of the resource group), bounded by `specs` or by their
-    /// `min`/`max` tags (for cluster autoscalers).
+    /// `min`/`max` tags (for cluster autoscalers). Keep the value: its group list and instance lists are
+    /// cached for `vmssCacheTTLInSeconds` / `vmssVirtualMachinesCacheTTLInSeconds` and refreshed by its writes.
     pub fn node_groups(&self, specs: Vec<crate::nodegroups::NodeGroupSpec>) -> crate::nodegroups::NodeGroups {
         crate::nodegroups::NodeGroups::new(
             self.clients.clone(),
             self.vmset.clone(),
             &self.cfg.resource_group,
             specs,
+        )
+        .with_cache_ttls(
+            secs(self.cfg.vmss_cache_ttl_in_seconds),
+            secs(self.cfg.vmss_virtual_machines_cache_ttl_in_seconds),
         )
     }
 

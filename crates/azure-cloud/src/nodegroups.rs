@@ -124,23 +124,44 @@ pub fn bounds(name: &str, tags: &BTreeMap<String, String>, capacity: i64, specs:
     (tag("min").unwrap_or(0), tag("max").unwrap_or(capacity))
 }
 
-/// Node groups of one cluster.
+/// Node groups of one cluster. The group list and each group's instances are cached (single flight, TTL
+/// of [`NodeGroups::with_cache_ttls`]) and refreshed by our own writes, so an autoscaler polling every few
+/// seconds costs one scale-set list and one instance list per group per TTL, not per poll.
 pub struct NodeGroups {
     clients: ArmClients,
     vmset: Arc<dyn VmSet>,
     resource_group: String,
     specs: Vec<NodeGroupSpec>,
+    groups: crate::arm::TtlCache<(), Vec<NodeGroup>, NodeGroupError>,
+    members: crate::arm::TtlCache<String, Vec<GroupInstance>, NodeGroupError>,
 }
 
 impl NodeGroups {
-    /// Node groups of the scale sets in `resource_group`, bounded by `specs` (else by tags).
+    /// Node groups of the scale sets in `resource_group`, bounded by `specs` (else by tags); nothing cached
+    /// (see [`NodeGroups::with_cache_ttls`]).
     pub fn new(clients: ArmClients, vmset: Arc<dyn VmSet>, resource_group: &str, specs: Vec<NodeGroupSpec>) -> Self {
         Self {
             clients,
             vmset,
             resource_group: resource_group.to_string(),
             specs,
+            groups: crate::arm::TtlCache::new(std::time::Duration::ZERO),
+            members: crate::arm::TtlCache::new(std::time::Duration::ZERO),
         }
+    }
+
+    /// Caches the group list for `groups` and each group's instances for `instances` (the provider uses
+    /// `vmssCacheTTLInSeconds` and `vmssVirtualMachinesCacheTTLInSeconds`).
+    pub fn with_cache_ttls(mut self, groups: std::time::Duration, instances: std::time::Duration) -> Self {
+        self.groups = crate::arm::TtlCache::new(groups);
+        self.members = crate::arm::TtlCache::new(instances);
+        self
+    }
+
+    /// Forgets what our write to `group` changed.
+    fn changed(&self, group: &str) {
+        self.groups.invalidate(&());
+        self.members.invalidate(&group.to_ascii_lowercase());
     }
 
     fn group_of(&self, ss: &azure_mgmt_compute::models::VirtualMachineScaleSet) -> Option<NodeGroup> {
@@ -176,21 +197,25 @@ impl NodeGroups {
         })
     }
 
-    /// The node groups (one scale-set list, fresh).
+    /// The node groups (one scale-set list per cache TTL).
     pub async fn list(&self) -> Result<Vec<NodeGroup>, NodeGroupError> {
-        let sets = self.clients.scale_sets.list(&self.resource_group).await?;
-        Ok(sets.iter().filter_map(|s| self.group_of(s)).collect())
+        let got = self
+            .groups
+            .get(&(), crate::arm::ReadMode::Default, || async {
+                let sets = self.clients.scale_sets.list(&self.resource_group).await?;
+                Ok(sets.iter().filter_map(|s| self.group_of(s)).collect())
+            })
+            .await?;
+        Ok((*got).clone())
     }
 
-    /// One node group (fresh).
+    /// One node group (from the cached list).
     pub async fn get(&self, group: &str) -> Result<NodeGroup, NodeGroupError> {
-        match self.clients.scale_sets.get(&self.resource_group, group).await {
-            Ok(ss) => self
-                .group_of(&ss)
-                .ok_or_else(|| NodeGroupError::NotFound(group.to_string())),
-            Err(e) if e.is_not_found() => Err(NodeGroupError::NotFound(group.to_string())),
-            Err(e) => Err(e.into()),
-        }
+        self.list()
+            .await?
+            .into_iter()
+            .find(|g| g.name.eq_ignore_ascii_case(group))
+            .ok_or_else(|| NodeGroupError::NotFound(group.to_string()))
     }
 
     /// The group of a node (`None` for availability-set and standalone VMs, and unknown nodes).
@@ -216,10 +241,14 @@ impl NodeGroups {
         if size == g.target_size {
             return Ok(());
         }
-        self.clients
+        let written = self
+            .clients
             .scale_sets
             .update(&self.resource_group, group, &json!({"sku": {"capacity": size}}))
-            .await?;
+            .await;
+        // Whatever the answer, our copies of this group may be stale now.
+        self.changed(group);
+        written?;
         tracing::info!(
             node_group = group,
             from = g.target_size,
@@ -265,16 +294,29 @@ impl NodeGroups {
                 max: g.max_size,
             });
         }
-        self.clients
+        let deleted = self
+            .clients
             .scale_sets
             .delete_instances(&self.resource_group, group, &ids)
-            .await?;
+            .await;
+        self.changed(group);
+        deleted?;
         tracing::info!(node_group = group, instances = ?ids, "instances deleted");
         Ok(())
     }
 
-    /// The instances of a group with their state (one instance list, fresh).
+    /// The instances of a group with their state (one instance list per cache TTL).
     pub async fn instances(&self, group: &str) -> Result<Vec<GroupInstance>, NodeGroupError> {
+        let got = self
+            .members
+            .get(&group.to_ascii_lowercase(), crate::arm::ReadMode::Default, || {
+                self.list_instances(group)
+            })
+            .await?;
+        Ok((*got).clone())
+    }
+
+    async fn list_instances(&self, group: &str) -> Result<Vec<GroupInstance>, NodeGroupError> {
         let list = match self
             .clients
             .scale_set_vms

@@ -265,3 +265,35 @@ async fn node_groups_resize_and_delete_instances_keeping_backend_pools() {
         Err(NodeGroupError::OutOfBounds { .. })
     ));
 }
+
+/// An autoscaler polling every group and its instances again and again: one scale-set list and one
+/// instance list per group per cache TTL, not per poll; our own writes are seen at once (the copies they
+/// touch are refreshed), so a poll right after a resize shows the new size and instances.
+#[tokio::test]
+async fn node_group_polls_are_served_from_the_cache_and_writes_refresh_it() {
+    let (sim, cloud, _d) = cloud_for(&Scenario::default_cluster(), json!({})).await;
+    let groups = cloud.node_groups(vec![]);
+    sim.reset_calls();
+    for _ in 0..10 {
+        for g in groups.list().await.unwrap() {
+            assert_eq!(groups.instances(&g.name).await.unwrap().len() as i64, g.target_size);
+        }
+    }
+    let gets = sim.arm_calls("GET");
+    assert_eq!(
+        gets,
+        2,
+        "one scale-set list and one instance list for 10 polls: {:?}",
+        sim.call_counts()
+    );
+    // Our resize: the next poll reads again and sees it; the poll after that is cached again.
+    groups.set_target_size("k8s-pool1-vmss", 2).await.unwrap();
+    sim.reset_calls();
+    let g = groups.get("k8s-pool1-vmss").await.unwrap();
+    assert_eq!(g.target_size, 2);
+    assert_eq!(groups.instances("k8s-pool1-vmss").await.unwrap().len(), 2);
+    assert_eq!(sim.arm_calls("GET"), 2, "{:?}", sim.call_counts());
+    groups.list().await.unwrap();
+    groups.instances("k8s-pool1-vmss").await.unwrap();
+    assert_eq!(sim.arm_calls("GET"), 2, "{:?}", sim.call_counts());
+}
