@@ -41,6 +41,8 @@ pub struct ArmClients {
     pub route_tables: Arc<dyn RouteTables>,
     /// Subnets.
     pub subnets: Arc<dyn Subnets>,
+    /// Private Link Services.
+    pub private_link_services: Arc<dyn crate::arm::PrivateLinkServices>,
     /// Managed disks.
     pub disks: Arc<dyn crate::arm::Disks>,
     /// Resource providers (the region's zones).
@@ -61,6 +63,7 @@ impl From<AzureClients> for ArmClients {
             security_groups: c.clone(),
             route_tables: c.clone(),
             subnets: c.clone(),
+            private_link_services: c.clone(),
             disks: c.clone(),
             providers: c,
         }
@@ -223,9 +226,11 @@ impl AzureCloud {
         r
     }
 
-    /// A data-disk controller over this provider's clients and VM sets (for CSI drivers).
+    /// A data-disk controller over this provider's clients and VM sets (for CSI drivers). Keep the value:
+    /// `data_disks` answers from a per-node copy for `vmCacheTTLInSeconds`, refreshed by its own writes.
     pub fn disks(&self) -> crate::disks::DiskController {
         crate::disks::DiskController::new(self.clients.clone(), self.vmset.clone())
+            .with_cache_ttl(secs(self.cfg.vm_cache_ttl_in_seconds))
     }
 
     /// The cluster's node groups (scale sets of the resource group), bounded by `specs` or by their

@@ -290,6 +290,9 @@ pub struct DiskController {
     clients: ArmClients,
     vmset: Arc<dyn VmSet>,
     queues: Mutex<HashMap<String, Arc<GroupCommit<DiskOp, DiskResult>>>>,
+    /// Each node's data-disk list as last read (`data_disks`), for [`DiskController::with_cache_ttl`];
+    /// our own writes drop the node's copy. Writes always read the VM fresh.
+    disk_lists: crate::arm::TtlCache<String, Vec<DataDisk>, DiskError>,
 }
 
 fn parse_disk_id(disk_id: &str) -> Result<(String, String), DiskError> {
@@ -307,7 +310,15 @@ impl DiskController {
             clients,
             vmset,
             queues: Mutex::new(HashMap::new()),
+            disk_lists: crate::arm::TtlCache::new(std::time::Duration::ZERO),
         }
+    }
+
+    /// Serves `data_disks` from a copy per node for `ttl` (the provider uses `vmCacheTTLInSeconds`); attach
+    /// and detach through this controller refresh it, a change made elsewhere is seen after the TTL.
+    pub fn with_cache_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.disk_lists = crate::arm::TtlCache::new(ttl);
+        self
     }
 
     fn queue(&self, node: &str) -> Arc<GroupCommit<DiskOp, DiskResult>> {
@@ -391,7 +402,9 @@ impl DiskController {
             if !changed {
                 return results;
             }
-            match self.write(&vm, current, disks).await {
+            let written = self.write(&vm, current, disks).await;
+            self.disk_lists.invalidate(&node.to_ascii_lowercase());
+            match written {
                 Ok(()) => {
                     tracing::info!(node, vm = %vm.id, changes = ops.len(), "data disks updated");
                     return results;
@@ -454,8 +467,18 @@ impl DiskController {
         .map(|_| ())
     }
 
-    /// The data disks attached to a node (read fresh).
+    /// The data disks attached to a node (cached per [`DiskController::with_cache_ttl`], else read fresh).
     pub async fn data_disks(&self, node: &str) -> Result<Vec<DataDisk>, DiskError> {
+        let got = self
+            .disk_lists
+            .get(&node.to_ascii_lowercase(), crate::arm::ReadMode::Default, || {
+                self.read_data_disks(node)
+            })
+            .await?;
+        Ok((*got).clone())
+    }
+
+    async fn read_data_disks(&self, node: &str) -> Result<Vec<DataDisk>, DiskError> {
         let vm = self.vm_of(node).await?;
         let v = self.read(&vm).await?;
         Ok(v.pointer("/properties/storageProfile/dataDisks")

@@ -297,3 +297,35 @@ async fn node_group_polls_are_served_from_the_cache_and_writes_refresh_it() {
     groups.instances("k8s-pool1-vmss").await.unwrap();
     assert_eq!(sim.arm_calls("GET"), 2, "{:?}", sim.call_counts());
 }
+
+/// A CSI driver asking a node's data disks again and again: answered from the per-node copy
+/// (`vmCacheTTLInSeconds`), which the controller's own attach refreshes.
+#[tokio::test]
+async fn data_disk_lists_are_cached_and_refreshed_by_our_writes() {
+    let (sim, cloud, _d) = cloud_for(&Scenario::default_cluster(), json!({})).await;
+    let disks = cloud.disks();
+    let node = "k8s-pool2-0";
+    assert!(disks.data_disks(node).await.unwrap().is_empty());
+    sim.reset_calls();
+    for _ in 0..10 {
+        assert!(disks.data_disks(node).await.unwrap().is_empty());
+    }
+    assert_eq!(sim.arm_calls("GET"), 0, "{:?}", sim.call_counts());
+    // Our attach: the next list shows it.
+    let rg = sim.cluster().resource_group.clone();
+    let disk_id = format!(
+        "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.Compute/disks/pv-cache",
+        sim.cluster().subscription
+    );
+    sim.with_store(|s, _| {
+        s.put(
+            &disk_id,
+            "Microsoft.Compute/disks",
+            json!({"location": "eastus", "properties": {"diskSizeGB": 10, "diskState": "Unattached"}}),
+            0,
+        );
+    });
+    let lun = disks.attach_disk(node, &disk_id, Default::default()).await.unwrap();
+    let listed = disks.data_disks(node).await.unwrap();
+    assert_eq!(listed.iter().map(|d| d.lun).collect::<Vec<_>>(), vec![lun]);
+}

@@ -1168,3 +1168,83 @@ async fn services_naming_the_same_public_ip_share_one_frontend() {
     assert!(lb(&sim, CLUSTER).is_none());
     assert!(sim.resource(&pip_id).is_some(), "the user's public IP is never deleted");
 }
+
+fn private_link_services(sim: &AzureSim) -> Vec<Value> {
+    sim.state()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["type"] == "Microsoft.Network/privateLinkServices")
+        .cloned()
+        .collect()
+}
+
+/// `azure-pls-*`: a Private Link Service on the internal frontend, named and tagged as upstream, its subnet's
+/// network policies disabled first (azure-sim refuses otherwise, as ARM), updated only when a setting
+/// changes, deleted before its frontend (azure-sim refuses the other order, as ARM).
+#[tokio::test]
+async fn private_link_service_lifecycle() {
+    let (sim, cloud, _d) = setup(&Scenario::default_cluster(), json!({})).await;
+    let nodes = nodes(&cloud, &DEFAULT_NODES).await;
+    let ann = |fqdns: &str| {
+        json!({
+            "service.beta.kubernetes.io/azure-load-balancer-internal": "true",
+            "service.beta.kubernetes.io/azure-pls-create": "true",
+            "service.beta.kubernetes.io/azure-pls-ip-configuration-ip-address-count": "2",
+            "service.beta.kubernetes.io/azure-pls-fqdns": fqdns,
+            "service.beta.kubernetes.io/azure-pls-visibility": "*",
+        })
+    };
+    let svc = service("db", &uid(130), &[5432], ann("db.example"));
+    cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await.unwrap();
+    let plss = private_link_services(&sim);
+    assert_eq!(plss.len(), 1);
+    let pls = &plss[0];
+    let fe = lb(&sim, "kubernetes-internal").unwrap()["properties"]["frontendIPConfigurations"][0].clone();
+    let fe_name = fe["name"].as_str().unwrap();
+    assert_eq!(pls["name"], format!("pls-{fe_name}"));
+    assert_eq!(
+        pls["properties"]["loadBalancerFrontendIpConfigurations"][0]["id"],
+        fe["id"]
+    );
+    assert_eq!(pls["tags"]["k8s-azure-owner-service"], "default/db");
+    assert_eq!(pls["tags"]["k8s-azure-cluster-name"], CLUSTER);
+    let ipcs = pls["properties"]["ipConfigurations"].as_array().unwrap();
+    assert_eq!(ipcs.len(), 2);
+    assert_eq!(ipcs[0]["name"], format!("nodes-pls-{fe_name}-dynamic-0"));
+    assert!(ipcs.iter().all(|c| c["properties"]["privateIPAddress"]
+        .as_str()
+        .is_some_and(|ip| ip.starts_with("10.240."))));
+    assert_eq!(pls["properties"]["visibility"]["subscriptions"], json!(["*"]));
+    // Nothing changed: nothing written.
+    sim.reset_calls();
+    cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await.unwrap();
+    assert_eq!(total_writes(&sim), 0, "{:?}", writes(&sim));
+    // A new FQDN: one PLS PUT.
+    let changed = service("db", &uid(130), &[5432], ann("db2.example"));
+    cloud.ensure_load_balancer(CLUSTER, &changed, &nodes).await.unwrap();
+    assert_eq!(
+        writes(&sim).get("PUT Microsoft.Network/privateLinkServices"),
+        Some(&1),
+        "{:?}",
+        writes(&sim)
+    );
+    assert_eq!(
+        private_link_services(&sim)[0]["properties"]["fqdns"],
+        json!(["db2.example"])
+    );
+    // A public Service asking for one is refused (internal or floating IP disabled only).
+    let public = service(
+        "web",
+        &uid(131),
+        &[80],
+        json!({"service.beta.kubernetes.io/azure-pls-create": "true"}),
+    );
+    let e = cloud.ensure_load_balancer(CLUSTER, &public, &nodes).await.unwrap_err();
+    assert!(e.to_string().contains("must be internal or disable floating IP"), "{e}");
+    cloud.ensure_load_balancer_deleted(CLUSTER, &public).await.unwrap();
+    // Deleting the Service deletes the PLS, then the frontend.
+    cloud.ensure_load_balancer_deleted(CLUSTER, &changed).await.unwrap();
+    assert!(private_link_services(&sim).is_empty());
+    assert_no_leftovers(&sim);
+}

@@ -47,6 +47,7 @@ pub fn validate(store: &mut Store, arm_type: &str, id: &str, body: &mut Value) -
         "microsoft.network/networksecuritygroups" => security_group(body),
         "microsoft.network/routetables" => route_table(body),
         "microsoft.network/networkinterfaces" => nic(store, id, body),
+        "microsoft.network/privatelinkservices" => private_link_service(store, id, body),
         "microsoft.compute/virtualmachines" | "microsoft.compute/virtualmachinescalesets/virtualmachines" => {
             data_disks(store, id, body)
         }
@@ -284,6 +285,19 @@ fn load_balancer(store: &mut Store, id: &str, body: &mut Value) -> Result<(), Ru
                     .is_some_and(|n| n.eq_ignore_ascii_case(name))
             }) {
                 zones_unchanged(&format!("frontend IP configuration {name} of {id}"), old, new)?;
+            } else {
+                // As ARM: a frontend a Private Link Service serves cannot be removed before the service.
+                let fe_id = format!("{}/frontendIPConfigurations/{name}", existing.id);
+                if let Some(pls) = store
+                    .referrers(&fe_id)
+                    .into_iter()
+                    .find(|r| lower(r).contains("/providers/microsoft.network/privatelinkservices/"))
+                {
+                    return err(
+                        "CannotDeleteFrontendIPConfigurationReferencedByPrivateLinkService",
+                        format!("Frontend IP configuration {fe_id} cannot be deleted: private link service {pls} references it."),
+                    );
+                }
             }
         }
     }
@@ -359,6 +373,64 @@ fn load_balancer(store: &mut Store, id: &str, body: &mut Value) -> Result<(), Ru
     }
     if let Some(p) = props_mut(body) {
         p.insert("frontendIPConfigurations".into(), Value::Array(fes));
+    }
+    Ok(())
+}
+
+/// A Private Link Service: on an existing load-balancer frontend, its IP configurations in a subnet whose
+/// Private Link Service network policies are disabled (ARM refuses otherwise), addresses allocated there.
+fn private_link_service(store: &mut Store, id: &str, body: &mut Value) -> Result<(), RuleError> {
+    let fes = body
+        .pointer("/properties/loadBalancerFrontendIpConfigurations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if fes.is_empty() {
+        return err(
+            "PrivateLinkServiceMustHaveLoadBalancerFrontendIpConfiguration",
+            format!("Private link service {id} must reference one load balancer frontend IP configuration."),
+        );
+    }
+    for fe in &fes {
+        let fe_id = str_at(fe, &["id"]).unwrap_or_default().to_string();
+        let exists = fe_id
+            .to_ascii_lowercase()
+            .split_once("/frontendipconfigurations/")
+            .and_then(|(lb, name)| {
+                let lb_body = &store.get(&fe_id[..lb.len()])?.body;
+                Some(names(lb_body, "frontendIPConfigurations").contains(name))
+            })
+            .unwrap_or(false);
+        if !exists {
+            return err(
+                "InvalidResourceReference",
+                format!("Frontend IP configuration {fe_id} referenced by {id} was not found."),
+            );
+        }
+    }
+    let mut ipcs = prop_array(body, "ipConfigurations").to_vec();
+    for ipc in ipcs.iter_mut() {
+        let subnet = str_at(ipc, &["properties", "subnet", "id"])
+            .unwrap_or_default()
+            .to_string();
+        let policies = subnet_of(store, &subnet)
+            .and_then(|s| str_at(s, &["properties", "privateLinkServiceNetworkPolicies"]).map(lower))
+            .unwrap_or_else(|| "enabled".into());
+        if policies != "disabled" {
+            return err(
+                "PrivateLinkServiceNetworkPoliciesCannotBeEnabledOnPrivateLinkServiceSubnet",
+                format!("Private link service network policies must be disabled on subnet {subnet} used by {id}."),
+            );
+        }
+        allocate_in(store, ipc, &format!("private link service {id}"))?;
+    }
+    if let Some(p) = props_mut(body) {
+        p.insert("ipConfigurations".into(), Value::Array(ipcs));
+        p.entry("alias").or_insert(json!(format!(
+            "{}.{}.eastus.azure.privatelinkservice",
+            id.rsplit('/').next().unwrap_or_default(),
+            "00000000-0000-0000-0000-000000000000"
+        )));
     }
     Ok(())
 }

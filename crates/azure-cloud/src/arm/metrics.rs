@@ -88,6 +88,7 @@ pub fn upstream_resource(resource_type: &str) -> &'static str {
         "routeTables/routes" => "Route",
         "virtualNetworks/subnets" => "Subnet",
         "virtualNetworks" => "VirtualNetwork",
+        "privateLinkServices" | "privateLinkServices/privateEndpointConnections" => "PrivateLinkService",
         _ => "Other",
     }
 }

@@ -73,11 +73,6 @@ pub const NO_EFFECT_KEYS: &[(&str, &str)] = &[
         "enableMultipleStandardLoadBalancers",
         "one standard load balancer per VM set is not supported",
     ),
-    (
-        "privateLinkServiceResourceGroup",
-        "Private Link Service is not supported yet",
-    ),
-    ("plsCacheTTLInSeconds", "Private Link Service is not supported yet"),
     ("disableAzureStackCloud", "accepted for compatibility"),
     ("enableMinimumRetryAfter", "Retry-After is always honoured"),
 ];

@@ -46,7 +46,7 @@ const fn doc(name: &'static str, values: &'static str, default: &'static str, su
 
 use Support::{Implemented as YES, NotImplemented as NO};
 
-const PLS: Support = NO("Private Link Service is not implemented yet: no PLS is created");
+const PLS: Support = YES;
 
 /// Every Service annotation upstream reads, with its values, default and whether it is implemented here.
 /// `docs/annotations.md` is generated from this table (a test keeps the two equal).
@@ -438,6 +438,8 @@ pub struct ServiceLbSpec {
     pub pip_tags: BTreeMap<String, String>,
     /// `azure-pip-ip-tags` as (type, tag) pairs; `Some(empty)` when set but blank.
     pub ip_tags: Option<Vec<(String, String)>>,
+    /// `azure-pls-create: "true"` and the other `azure-pls-*` annotations.
+    pub pls: Option<PlsSpec>,
     /// `azure-additional-public-ips`.
     pub additional_public_ips: Vec<IpAddr>,
     /// `azure-load-balancer-disable-tcp-reset`.
@@ -452,6 +454,32 @@ pub struct ServiceLbSpec {
     pub ports: BTreeMap<i32, PortOverrides>,
     /// IP families (from `spec.ipFamilies`; IPv4 when empty).
     pub families: Vec<Family>,
+}
+
+/// What the `azure-pls-*` annotations ask for (upstream's Private Link Service).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlsSpec {
+    /// `azure-pls-name` (default `pls-<frontend name>`).
+    pub name: Option<String>,
+    /// `azure-pls-resource-group` (default `privateLinkServiceResourceGroup`, else the cluster's).
+    pub resource_group: Option<String>,
+    /// `azure-pls-ip-configuration-subnet`, else (internal) `azure-load-balancer-internal-subnet`.
+    pub subnet: Option<String>,
+    /// `azure-pls-ip-configuration-ip-address-count`: 1..=8, default 1.
+    pub ip_count: u8,
+    /// `azure-pls-ip-configuration-ip-address`: static IPv4 addresses, the first one primary.
+    pub static_ips: Vec<String>,
+    /// `azure-pls-fqdns`.
+    pub fqdns: Vec<String>,
+    /// `azure-pls-proxy-protocol`.
+    pub proxy_protocol: bool,
+    /// `azure-pls-visibility` (`["*"]` for everyone).
+    pub visibility: Vec<String>,
+    /// `azure-pls-auto-approval`.
+    pub auto_approval: Vec<String>,
+    /// Any PLS setting besides `azure-pls-create` (a Service that only asks for a PLS may share another
+    /// Service's on the same frontend; one with settings may not).
+    pub has_settings: bool,
 }
 
 impl ServiceLbSpec {
@@ -646,6 +674,66 @@ pub fn parse(service: &Service) -> Result<(ServiceLbSpec, Vec<Warning>), Annotat
     s.floating_ip_disabled = is_true("azure-disable-load-balancer-floating-ip");
     s.tcp_reset_disabled = is_true("azure-load-balancer-disable-tcp-reset");
     s.nsg_rules_disabled = is_true("azure-disable-load-balancer-nsg-rule");
+    if is_true("azure-pls-create") {
+        let words = |name: &str| -> Vec<String> {
+            get(name)
+                .map(|v| v.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        let ip_count = match get("azure-pls-ip-configuration-ip-address-count") {
+            Some(v) => int_in(&key("azure-pls-ip-configuration-ip-address-count"), v, 1, 8)? as u8,
+            None => 1,
+        };
+        let static_ips = words("azure-pls-ip-configuration-ip-address");
+        for ip in &static_ips {
+            if ip.parse::<std::net::Ipv4Addr>().is_err() {
+                return Err(err(
+                    &key("azure-pls-ip-configuration-ip-address"),
+                    ip,
+                    "is not an IPv4 address (Private Link Service IP configurations are IPv4 only)",
+                ));
+            }
+        }
+        if static_ips.len() > usize::from(ip_count) {
+            return Err(err(
+                &key("azure-pls-ip-configuration-ip-address"),
+                &static_ips.join(" "),
+                format!(
+                    "lists {} addresses but the IP configuration count is {ip_count}",
+                    static_ips.len()
+                ),
+            ));
+        }
+        let mut visibility = words("azure-pls-visibility");
+        if visibility.iter().any(|v| v == "*") {
+            visibility = vec!["*".into()];
+        }
+        let subnet = opt("azure-pls-ip-configuration-subnet").or_else(|| s.internal_subnet.clone());
+        s.pls = Some(PlsSpec {
+            name: opt("azure-pls-name"),
+            resource_group: opt("azure-pls-resource-group"),
+            subnet,
+            ip_count,
+            static_ips,
+            fqdns: words("azure-pls-fqdns"),
+            proxy_protocol: is_true("azure-pls-proxy-protocol"),
+            visibility,
+            auto_approval: words("azure-pls-auto-approval"),
+            // Upstream's serviceHasAdditionalConfigs.
+            has_settings: [
+                "azure-pls-name",
+                "azure-pls-ip-configuration-subnet",
+                "azure-pls-ip-configuration-ip-address-count",
+                "azure-pls-ip-configuration-ip-address",
+                "azure-pls-fqdns",
+                "azure-pls-proxy-protocol",
+                "azure-pls-visibility",
+                "azure-pls-auto-approval",
+            ]
+            .iter()
+            .any(|n| get(n).is_some()),
+        });
+    }
     if let Some(v) = get("azure-pip-ip-tags") {
         let mut tags = Vec::new();
         for pair in csv(v) {
@@ -920,7 +1008,7 @@ mod tests {
     fn unimplemented_and_unknown_annotations_are_warned_by_name() {
         let (_, w) = parse(&svc(
             json!({
-                a("azure-pls-create"): "true",
+                a("azure-shared-securityrule"): "true",
                 a("azure-load-balancer-configurations"): "lb-a",
                 a("azure-load-balancer-internl"): "true",
                 a("aws-load-balancer-type"): "nlb",
@@ -933,7 +1021,7 @@ mod tests {
         assert_eq!(w.len(), 3, "{msgs:?}");
         assert!(w.iter().all(|w| w.reason == "UnsupportedAnnotation"));
         for part in [
-            "azure-pls-create is not implemented",
+            "azure-shared-securityrule is not implemented",
             "azure-load-balancer-configurations is not implemented",
             "azure-load-balancer-internl is not an annotation",
         ] {

@@ -12,6 +12,7 @@ pub mod frontend;
 pub mod membership;
 pub mod names;
 pub mod plan;
+pub mod pls;
 pub mod rules;
 pub mod security;
 pub mod service;

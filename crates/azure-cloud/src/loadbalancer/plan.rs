@@ -550,6 +550,29 @@ pub fn ports_of_others_on_shared_frontends(lb: &Value, base: &str) -> Vec<(Strin
     out.into_iter().collect()
 }
 
+/// The name of the frontend a Service's IPv4 rules use (its own or a shared one), else its own IPv4 frontend.
+pub fn service_frontend_v4(lb: &Value, base: &str) -> Option<String> {
+    let owns = |n: &str| service_owns(base, n);
+    children_ref(lb, "loadBalancingRules")
+        .iter()
+        .filter(|r| owns(name_of(r)) && !name_of(r).ends_with("-IPv6"))
+        .map(|r| id_at(r, "/properties/frontendIPConfiguration/id"))
+        .find_map(|id| {
+            children_ref(lb, "frontendIPConfigurations")
+                .iter()
+                .map(name_of)
+                .find(|n| id.ends_with(&format!("/frontendipconfigurations/{}", n.to_ascii_lowercase())))
+                .map(str::to_string)
+        })
+        .or_else(|| {
+            children_ref(lb, "frontendIPConfigurations")
+                .iter()
+                .map(name_of)
+                .find(|n| n.eq_ignore_ascii_case(base))
+                .map(str::to_string)
+        })
+}
+
 /// Frontends the service owns that other Services still use (kept when it goes), by name.
 pub fn frontends_kept_for_others(lb: &Value, lb_id: &str, base: &str) -> Vec<String> {
     let owns = |n: &str| service_owns(base, n);

@@ -287,6 +287,33 @@ pub trait ResourceProviders: Send + Sync {
 pub trait Subnets: Send + Sync {
     /// GET.
     async fn get(&self, rg: &str, vnet: &str, name: &str) -> Result<network::Subnet, ArmError>;
+    /// PUT of one subnet (JSON in and out: the fields the provider changes, e.g. the Private Link Service
+    /// network policy, with everything it read kept).
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        vnet: &str,
+        name: &str,
+        subnet: &serde_json::Value,
+    ) -> Result<serde_json::Value, ArmError>;
+}
+
+/// Private Link Services (JSON in and out).
+#[async_trait]
+pub trait PrivateLinkServices: Send + Sync {
+    /// Every Private Link Service of a resource group (none when the group does not exist).
+    async fn list(&self, rg: &str) -> Result<Vec<serde_json::Value>, ArmError>;
+    /// PUT.
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        pls: &serde_json::Value,
+    ) -> Result<serde_json::Value, ArmError>;
+    /// DELETE.
+    async fn delete(&self, rg: &str, name: &str) -> Result<(), ArmError>;
+    /// DELETE of one private endpoint connection (before the service itself, as upstream).
+    async fn delete_endpoint_connection(&self, rg: &str, pls: &str, connection: &str) -> Result<(), ArmError>;
 }
 
 const fn op(

@@ -277,11 +277,90 @@ impl RouteTables for AzureClients {
 }
 
 const SUBNET_GET: Operation = op(N, "virtualNetworks/subnets", "subnets", "get", "subnetsRateLimit");
+const SUBNET_PUT: Operation = op(
+    N,
+    "virtualNetworks/subnets",
+    "subnets",
+    "create_or_update",
+    "subnetsRateLimit",
+);
 
 #[async_trait]
 impl Subnets for AzureClients {
     async fn get(&self, rg: &str, vnet: &str, name: &str) -> Result<network::Subnet, ArmError> {
         let p = self.path(SUBNET_GET, rg, &[("virtualNetworks", vnet), ("subnets", name)], None)?;
         AzureClients::get(self, SUBNET_GET, p, NETWORK_API_VERSION, false).await
+    }
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        vnet: &str,
+        name: &str,
+        subnet: &serde_json::Value,
+    ) -> Result<serde_json::Value, ArmError> {
+        let p = self.path(SUBNET_PUT, rg, &[("virtualNetworks", vnet), ("subnets", name)], None)?;
+        self.put(SUBNET_PUT, p, NETWORK_API_VERSION, subnet).await
+    }
+}
+
+const PLS_LIST: Operation = op(
+    N,
+    "privateLinkServices",
+    "private_link_services",
+    "list",
+    "privateLinkServiceRateLimit",
+);
+const PLS_PUT: Operation = op(
+    N,
+    "privateLinkServices",
+    "private_link_services",
+    "create_or_update",
+    "privateLinkServiceRateLimit",
+);
+const PLS_DELETE: Operation = op(
+    N,
+    "privateLinkServices",
+    "private_link_services",
+    "delete",
+    "privateLinkServiceRateLimit",
+);
+const PE_CONN_DELETE: Operation = op(
+    N,
+    "privateLinkServices/privateEndpointConnections",
+    "private_link_services",
+    "delete_pe_connection",
+    "privateLinkServiceRateLimit",
+);
+
+#[async_trait]
+impl PrivateLinkServices for AzureClients {
+    async fn list(&self, rg: &str) -> Result<Vec<serde_json::Value>, ArmError> {
+        let p = self.path(PLS_LIST, rg, &[], Some("privateLinkServices"))?;
+        match AzureClients::list(self, PLS_LIST, p, NETWORK_API_VERSION, false).await {
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            other => other,
+        }
+    }
+    async fn create_or_update(
+        &self,
+        rg: &str,
+        name: &str,
+        pls: &serde_json::Value,
+    ) -> Result<serde_json::Value, ArmError> {
+        let p = self.path(PLS_PUT, rg, &[("privateLinkServices", name)], None)?;
+        self.put(PLS_PUT, p, NETWORK_API_VERSION, pls).await
+    }
+    async fn delete(&self, rg: &str, name: &str) -> Result<(), ArmError> {
+        let p = self.path(PLS_DELETE, rg, &[("privateLinkServices", name)], None)?;
+        AzureClients::delete(self, PLS_DELETE, p, NETWORK_API_VERSION).await
+    }
+    async fn delete_endpoint_connection(&self, rg: &str, pls: &str, connection: &str) -> Result<(), ArmError> {
+        let p = self.path(
+            PE_CONN_DELETE,
+            rg,
+            &[("privateLinkServices", pls), ("privateEndpointConnections", connection)],
+            None,
+        )?;
+        AzureClients::delete(self, PE_CONN_DELETE, p, NETWORK_API_VERSION).await
     }
 }

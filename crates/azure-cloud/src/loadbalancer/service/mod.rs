@@ -34,6 +34,7 @@ use std::time::Duration;
 
 mod lb_writer;
 mod nsg_writer;
+mod pls_writer;
 mod public_ips;
 
 /// Receives the provider's Warning events about a Service (invalid ranges, conflicting configuration).
@@ -144,6 +145,8 @@ pub struct LoadBalancerApplier {
     nsg_queue: GroupCommit<NsgWish, Result<(), CloudError>>,
     nsg_copy: SharedCopy<Value>,
     pips: TtlCache<String, PipMap, ArmError>,
+    /// Private Link Services per resource group (`plsCacheTTLInSeconds`), refreshed by our writes.
+    pls_lists: TtlCache<String, Vec<Value>, ArmError>,
     nodes: Mutex<Option<Arc<Vec<Node>>>>,
     /// The region's availability zones (read once: new standard public IPs and internal frontends get them).
     region_zones: tokio::sync::OnceCell<Vec<String>>,
@@ -169,6 +172,7 @@ impl LoadBalancerApplier {
             membership: Membership::new(clients.clone(), vmset.clone(), cfg.clone()),
             lb_ttl: secs(cfg.load_balancer_cache_ttl_in_seconds),
             pips: TtlCache::new(secs(cfg.public_ip_cache_ttl_in_seconds)),
+            pls_lists: TtlCache::new(secs(cfg.pls_cache_ttl_in_seconds)),
             cfg,
             clients,
             vmset,
@@ -469,6 +473,7 @@ impl LoadBalancerApplier {
                 }
             }
         }
+        self.ensure_pls(cluster, &key, &spec, &lb_name, &lb, &base).await?;
         let shared = shared_destinations(&lb, &base, &addresses);
         // The LB copy is megabytes at scale and each batch writes a new one: let go of it before waiting for
         // the security group (1,000 Services holding 48 generations of a 5,000-node LB took 150 MiB).
@@ -564,6 +569,10 @@ impl LoadBalancerApplier {
         })
         .await?;
         for lb_name in &lbs {
+            // A Private Link Service goes before the frontend it serves (ARM refuses the other order).
+            if let Some(lb) = self.read_lb(lb_name, false).await? {
+                self.delete_pls_of(service, spec.as_ref(), lb_name, &lb, &base).await?;
+            }
             self.submit_lb(cluster, lb_name, LbOp::Remove(base.clone())).await?;
         }
         self.release_pips(&key, cluster, &BTreeSet::new(), &self.pip_groups(spec.as_ref()))
