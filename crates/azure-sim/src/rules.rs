@@ -337,6 +337,19 @@ fn load_balancer(store: &mut Store, id: &str, body: &mut Value) -> Result<(), Ru
     }
     let lb_sku = sku_of(body);
     let mut fes = prop_array(body, "frontendIPConfigurations").to_vec();
+    // As ARM: one public IP serves at most one frontend of a load balancer (Services sharing an IP share
+    // the frontend).
+    let mut seen_pips = HashSet::new();
+    for fe in &fes {
+        if let Some(pip) = str_at(fe, &["properties", "publicIPAddress", "id"]) {
+            if !seen_pips.insert(lower(pip)) {
+                return err(
+                    "PublicIPAddressInUse",
+                    format!("Public IP {pip} is referenced by more than one frontend IP configuration of {id}."),
+                );
+            }
+        }
+    }
     for fe in fes.iter_mut() {
         let fe_name = fe.get("name").and_then(Value::as_str).unwrap_or("?").to_string();
         if let Some(pip_id) = str_at(fe, &["properties", "publicIPAddress", "id"]).map(str::to_string) {

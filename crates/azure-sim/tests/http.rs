@@ -1144,3 +1144,21 @@ async fn disks_capacity_changes_and_delete_instances() {
     let (s, _) = t.get(&format!("{ss}/virtualMachines/0"), CMP).await;
     assert_eq!(s.as_u16(), 404);
 }
+
+/// One public IP serves one frontend of a load balancer: a second frontend on it is refused, as ARM does
+/// (Services that share an IP must share the frontend).
+#[tokio::test]
+async fn one_public_ip_serves_one_frontend() {
+    let t = start(SimOptions::default()).await;
+    let pip = t.net("publicIPAddresses/pip-one");
+    let pip_body = json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static"}});
+    assert!(t.put(&pip, pip_body).await.0.is_success());
+    let mut body = lb(&t, "Standard", Some("pip-one"));
+    let second = json!({"name": "fe2", "properties": {"publicIPAddress": {"id": pip}}});
+    body["properties"]["frontendIPConfigurations"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
+    let (s, _, v) = t.put(&t.net("loadBalancers/kubernetes"), body).await;
+    assert_eq!((s.as_u16(), code(&v)), (400, "PublicIPAddressInUse"), "{v}");
+}
