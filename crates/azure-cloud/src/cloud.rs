@@ -70,6 +70,20 @@ impl From<AzureClients> for ArmClients {
     }
 }
 
+impl ArmClients {
+    /// `networkResourceSubscriptionID`: the network resources whose ids the provider writes in that
+    /// subscription (load balancers with their frontends, pools and probes, public IPs, the virtual network's
+    /// subnets, Private Link Services) are read and written there too, so a URL and the ids in its body
+    /// agree. NICs, VMs, the security group and the route table stay in the cluster's subscription.
+    pub fn use_network_subscription(&mut self, network: AzureClients) {
+        let n = Arc::new(network);
+        self.load_balancers = n.clone();
+        self.public_ips = n.clone();
+        self.subnets = n.clone();
+        self.private_link_services = n;
+    }
+}
+
 fn secs(v: i64) -> Duration {
     Duration::from_secs(u64::try_from(v).unwrap_or(0))
 }
@@ -92,7 +106,18 @@ impl AzureCloud {
             .await
             .map_err(|e| CloudError::Azure(e.to_string()))?;
         let arm = conn.arm.clone();
-        let mut cloud = Self::from_parts(cfg, ArmClients::from(conn.clients), Some(conn.http))?;
+        let mut clients = ArmClients::from(conn.clients);
+        if !cfg.network_resource_subscription_id.is_empty()
+            && !cfg
+                .network_resource_subscription_id
+                .eq_ignore_ascii_case(&cfg.subscription_id)
+        {
+            clients.use_network_subscription(AzureClients::new(
+                arm.clone(),
+                cfg.network_resource_subscription_id.clone(),
+            ));
+        }
+        let mut cloud = Self::from_parts(cfg, clients, Some(conn.http))?;
         cloud.arm = Some(arm);
         Ok(cloud)
     }

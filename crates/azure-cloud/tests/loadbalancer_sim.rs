@@ -1248,3 +1248,54 @@ async fn private_link_service_lifecycle() {
     assert!(private_link_services(&sim).is_empty());
     assert_no_leftovers(&sim);
 }
+
+/// `networkResourceSubscriptionID`: the load balancer and public IPs live in the network subscription —
+/// the URLs the provider writes to and the ids in the bodies agree — while the nodes' NICs and scale sets
+/// stay in the cluster's subscription and join pools across the two.
+#[tokio::test]
+async fn network_resources_in_another_subscription() {
+    let net_sub = "22222222-0000-0000-0000-000000000002";
+    let (sim, cloud, _d) = setup(
+        &Scenario::default_cluster(),
+        json!({"networkResourceSubscriptionID": net_sub}),
+    )
+    .await;
+    let rg = sim.cluster().resource_group.clone();
+    let net_rg = format!("/subscriptions/{net_sub}/resourceGroups/{rg}");
+    sim.with_store(|s, _| {
+        s.put(
+            &net_rg,
+            "Microsoft.Resources/resourceGroups",
+            json!({"location": "eastus"}),
+            0,
+        );
+    });
+    let nodes = nodes(&cloud, &DEFAULT_NODES).await;
+    let svc = service("web", &uid(140), &[80], json!({}));
+    let st = cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await.unwrap();
+    assert_eq!(ingress(&st).len(), 1);
+    let lb_id = format!("{net_rg}/providers/Microsoft.Network/loadBalancers/{CLUSTER}");
+    let lbv = sim
+        .resource(&lb_id)
+        .expect("the load balancer in the network subscription");
+    assert!(lb(&sim, CLUSTER).is_none(), "nothing in the cluster's subscription");
+    let pip_id = lbv["properties"]["frontendIPConfigurations"][0]["properties"]["publicIPAddress"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(pip_id.starts_with(&net_rg), "{pip_id}");
+    assert!(sim.resource(&pip_id).is_some(), "the public IP where its id says");
+    // The scale set (cluster subscription) joined the pool of the network subscription's LB.
+    let ss = sim
+        .cluster()
+        .id("Microsoft.Compute", "virtualMachineScaleSets/k8s-pool1-vmss");
+    let model = sim.resource(&ss).unwrap()["properties"]["virtualMachineProfile"]["networkProfile"].to_string();
+    assert!(
+        model
+            .to_ascii_lowercase()
+            .contains(&format!("/subscriptions/{net_sub}/")),
+        "{model}"
+    );
+    cloud.ensure_load_balancer_deleted(CLUSTER, &svc).await.unwrap();
+    assert!(sim.resource(&lb_id).is_none() && sim.resource(&pip_id).is_none());
+}

@@ -472,14 +472,20 @@ fn dispatch(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    if !t.sub.eq_ignore_ascii_case(&s.cluster.subscription) {
+    let mut store = lock(&s.store);
+    // The cluster's subscription, and any other that holds a resource group (a network subscription set up
+    // by a scenario or a test), exists.
+    let known = t.sub.eq_ignore_ascii_case(&s.cluster.subscription)
+        || !store
+            .under(&format!("/subscriptions/{}/resourceGroups/", t.sub))
+            .is_empty();
+    if !known {
         return arm_error(
             StatusCode::NOT_FOUND,
             "SubscriptionNotFound",
             &format!("The subscription '{}' could not be found.", t.sub),
         );
     }
-    let mut store = lock(&s.store);
     if store.get(&t.rg_id()).is_none() {
         return arm_error(
             StatusCode::NOT_FOUND,
