@@ -28,6 +28,8 @@ pub const SHUTDOWN_TAINT: &str = "node.cloudprovider.kubernetes.io/shutdown";
 pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
 /// The component name on events.
 pub const COMPONENT: &str = "cloud-node-controller";
+/// Node initialisations in flight at most.
+pub const INIT_CONCURRENCY: usize = 32;
 
 /// Controller timing.
 #[derive(Debug, Clone)]
@@ -225,81 +227,87 @@ async fn node_controller(
     // Retry timers belong to this controller (dropped with it), one per node.
     let mut retries: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
     let mut waiting: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Initialisations run concurrently, at most INIT_CONCURRENCY at once and one per node: the provider
+    // answers them from shared cached lists (single flight), so a thousand new nodes cost the same ARM reads
+    // whether they are initialised one by one or together, and start-up no longer waits for each in turn.
+    type Init = std::pin::Pin<
+        Box<dyn std::future::Future<Output = (Arc<Node>, Result<(), CloudError>, bool, Duration)> + Send>,
+    >;
+    let mut in_flight: futures::stream::FuturesUnordered<Init> = futures::stream::FuturesUnordered::new();
+    let mut busy: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // The periodic address refresh runs beside the initialisations, never in front of them.
+    let mut refreshing: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = None;
     loop {
-        let node = match todo.pop_front() {
-            Some(n) => Some(n),
-            None => tokio::select! {
-                change = changes.next() => match change {
-                    Some(NodeChange::Touched(n)) => Some(n),
-                    Some(NodeChange::Resynced) => {
-                        todo.extend(tainted(&nodes));
-                        None
-                    }
-                    None => return,
-                },
-                Some(Ok(name)) = retries.join_next() => {
-                    waiting.remove(&name);
-                    api.get_opt(&name).await.ok().flatten().map(Arc::new)
-                }
-                _ = refresh.tick() => {
-                    refresh_addresses(&api, cloud.as_ref(), &nodes.nodes()).await;
-                    None
-                }
-            },
-        };
-        let Some(node) = node else { continue };
-        if !has_taint(&node, UNINITIALIZED_TAINT) {
-            continue;
+        while in_flight.len() < INIT_CONCURRENCY {
+            let Some(node) = todo.pop_front() else { break };
+            if !has_taint(&node, UNINITIALIZED_TAINT) || !busy.insert(node.name_any()) {
+                continue;
+            }
+            let (api, cloud) = (api.clone(), cloud.clone());
+            in_flight.push(Box::pin(async move {
+                let started = std::time::Instant::now();
+                let (result, panicked) = match crate::runtime::contain(initialize(&api, cloud.as_ref(), &node)).await {
+                    Ok(r) => (r, false),
+                    Err(panic) => (Err(CloudError::Azure(format!("internal error (panic): {panic}"))), true),
+                };
+                (node, result, panicked, started.elapsed())
+            }));
         }
-        let name = node.name_any();
-        let started = std::time::Instant::now();
-        let result = match crate::runtime::contain(initialize(&api, cloud.as_ref(), &node)).await {
-            Ok(r) => r,
-            Err(panic) => {
-                tracing::error!(node = %name, panic = %panic, "node initialisation panicked; retrying with backoff");
-                timing.metrics.panicked("cloud-node");
-                Err(CloudError::Azure(format!("internal error (panic): {panic}")))
-            }
-        };
-        timing.metrics.observe("cloud-node", started.elapsed(), result.is_ok());
-        match result {
-            Ok(()) => {
-                backoff.remove(&name);
-                if let Some(created) = node.metadata.creation_timestamp.as_ref() {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs_f64())
-                        .unwrap_or(0.0);
-                    let age = (now - created.0.as_second() as f64).max(0.0);
-                    timing.metrics.node_initialised(Duration::from_secs_f64(age));
+        tokio::select! {
+            Some((node, result, panicked, took)) = futures::StreamExt::next(&mut in_flight), if !in_flight.is_empty() => {
+                let name = node.name_any();
+                busy.remove(&name);
+                if panicked {
+                    tracing::error!(node = %name, error = ?result.as_ref().err(), "node initialisation panicked; retrying with backoff");
+                    timing.metrics.panicked("cloud-node");
                 }
-                event(
-                    &recorder,
-                    &node,
-                    EventType::Normal,
-                    "Synced",
-                    "Node synced successfully".into(),
-                );
-            }
-            Err(e) => {
-                let failures = backoff.entry(name.clone()).or_insert(0);
-                *failures += 1;
-                let wait = crate::runtime::retry_delay(crate::runtime::Backoff::NODE, *failures, &e)
-                    .unwrap_or(crate::runtime::Backoff::NODE.max);
-                tracing::warn!(node = %name, error = %e, retry_in = ?wait, "failed to initialise node");
-                event(
-                    &recorder,
-                    &node,
-                    EventType::Warning,
-                    "FailedToInitializeNode",
-                    e.to_string(),
-                );
-                if waiting.insert(name.clone()) {
-                    retries.spawn(async move {
-                        tokio::time::sleep(wait).await;
-                        name
-                    });
+                timing.metrics.observe("cloud-node", took, result.is_ok());
+                match result {
+                    Ok(()) => {
+                        backoff.remove(&name);
+                        if let Some(created) = node.metadata.creation_timestamp.as_ref() {
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map(|d| d.as_secs_f64())
+                                .unwrap_or(0.0);
+                            let age = (now - created.0.as_second() as f64).max(0.0);
+                            timing.metrics.node_initialised(Duration::from_secs_f64(age));
+                        }
+                        event(&recorder, &node, EventType::Normal, "Synced", "Node synced successfully".into());
+                    }
+                    Err(e) => {
+                        let failures = backoff.entry(name.clone()).or_insert(0);
+                        *failures += 1;
+                        let wait = crate::runtime::retry_delay(crate::runtime::Backoff::NODE, *failures, &e)
+                            .unwrap_or(crate::runtime::Backoff::NODE.max);
+                        tracing::warn!(node = %name, error = %e, retry_in = ?wait, "failed to initialise node");
+                        event(&recorder, &node, EventType::Warning, "FailedToInitializeNode", e.to_string());
+                        if waiting.insert(name.clone()) {
+                            retries.spawn(async move {
+                                tokio::time::sleep(wait).await;
+                                name
+                            });
+                        }
+                    }
                 }
+            }
+            change = changes.next() => match change {
+                Some(NodeChange::Touched(n)) => todo.push_back(n),
+                Some(NodeChange::Resynced) => todo.extend(tainted(&nodes)),
+                None => return,
+            },
+            Some(Ok(name)) = retries.join_next() => {
+                waiting.remove(&name);
+                if let Some(n) = api.get_opt(&name).await.ok().flatten() {
+                    todo.push_back(Arc::new(n));
+                }
+            }
+            _ = refresh.tick(), if refreshing.is_none() => {
+                let (api, cloud, current) = (api.clone(), cloud.clone(), nodes.nodes());
+                refreshing = Some(Box::pin(async move { refresh_addresses(&api, cloud.as_ref(), &current).await }));
+            }
+            () = async { if let Some(r) = refreshing.as_mut() { r.await } }, if refreshing.is_some() => {
+                refreshing = None;
             }
         }
     }
