@@ -191,14 +191,16 @@ pub async fn apply_initialisation(
     {
         spec["providerID"] = json!(md.provider_id);
     }
-    let patch = json!({"metadata": {"labels": labels}, "spec": spec});
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| CloudError::Azure(format!("patching node {name}: {e}")))?;
+    // Addresses first: removing the taint is what marks the node initialised, and a watcher (the service
+    // controller's backend pools) that sees an untainted node without its InternalIP leaves it out.
     let addresses = json!({"status": {"addresses": md.node_addresses}});
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&addresses))
         .await
         .map_err(|e| CloudError::Azure(format!("patching node {name} status: {e}")))?;
+    let patch = json!({"metadata": {"labels": labels}, "spec": spec});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| CloudError::Azure(format!("patching node {name}: {e}")))?;
     tracing::info!(node = %name, provider_id = %md.provider_id, zone = %md.zone, instance_type = %md.instance_type, "node initialised");
     Ok(())
 }
