@@ -8,12 +8,11 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::time::Duration;
 
 fn start(env: &common::Env, log: &str) -> Ccm {
-    Ccm(common::ccm(&env.config, &env.kubeconfig)
-        .args([
+    env.spawn_logged(
+        common::ccm(&env.config, &env.kubeconfig).args([
             "--controllers=node-ipam,route",
             "--allocate-node-cidrs=true",
             "--configure-cloud-routes=true",
@@ -23,15 +22,9 @@ fn start(env: &common::Env, log: &str) -> Ccm {
             "--route-reconciliation-period=300ms",
             "--leader-elect=false",
             "--secure-port=0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(env.dir.path().join(log))
-                .map(Stdio::from)
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap())
+        ]),
+        log,
+    )
 }
 
 async fn add_node(nodes: &Api<Node>, name: &str, pod_cidr: Option<&str>) {
@@ -98,19 +91,12 @@ async fn allocates_routes_exhausts_releases_and_survives_a_restart() {
 
     // Exhausted: a Warning event on the Node, no CIDR, and the CCM keeps running.
     add_node(&nodes, "k8s-pool1-vmss000000", None).await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(env.client.clone());
-    eventually("CIDRNotAvailable", Duration::from_secs(20), || async {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("CIDRNotAvailable")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("k8s-pool1-vmss000000")
-            })
-    })
+    common::event_about(
+        &env.client,
+        "CIDRNotAvailable",
+        "k8s-pool1-vmss000000",
+        Duration::from_secs(20),
+    )
     .await;
     assert!(ccm.0.try_wait().unwrap().is_none(), "the CCM exited on exhaustion");
     assert_eq!(cidr_of(&nodes, "k8s-pool1-vmss000000").await, None);
@@ -128,21 +114,11 @@ async fn allocates_routes_exhausts_releases_and_survives_a_restart() {
     drop(ccm);
     let ccm2 = start(&env, "ccm2.log");
     add_node(&nodes, "k8s-pool1-vmss000001", None).await;
-    eventually(
-        "CIDRNotAvailable after the restart",
+    common::event_about(
+        &env.client,
+        "CIDRNotAvailable",
+        "k8s-pool1-vmss000001",
         Duration::from_secs(20),
-        || async {
-            events
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("CIDRNotAvailable")
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("k8s-pool1-vmss000001")
-                })
-        },
     )
     .await;
     assert_eq!(cidr_of(&nodes, "k8s-pool1-vmss000001").await, None);
@@ -192,8 +168,8 @@ async fn a_route_that_cannot_be_created_is_reported_on_the_node() {
     }]);
     let nodes: Api<Node> = Api::all(env.client.clone());
     add_node(&nodes, "k8s-pool2-0", Some("10.244.0.0/24")).await;
-    let _ccm = Ccm(common::ccm(&env.config, &env.kubeconfig)
-        .args([
+    let _ccm = env.spawn_logged(
+        common::ccm(&env.config, &env.kubeconfig).args([
             "--controllers=route",
             "--allocate-node-cidrs=true",
             "--configure-cloud-routes=true",
@@ -201,24 +177,15 @@ async fn a_route_that_cannot_be_created_is_reported_on_the_node() {
             "--route-reconciliation-period=300ms",
             "--leader-elect=false",
             "--secure-port=0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(env.client.clone());
-    let e = eventually("FailedToCreateRoute", Duration::from_secs(30), || async {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("FailedToCreateRoute")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("k8s-pool2-0")
-            })
-    })
+        ]),
+        "route.log",
+    );
+    let e = common::event_about(
+        &env.client,
+        "FailedToCreateRoute",
+        "k8s-pool2-0",
+        Duration::from_secs(30),
+    )
     .await;
     let note = e.note.unwrap_or_default();
     assert!(

@@ -5,9 +5,8 @@ mod common;
 
 use common::{eventually, Ccm};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use std::process::Stdio;
 use std::time::Duration;
 
 const TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
@@ -34,19 +33,17 @@ fn node_manager(env: &common::Env, node: &str, extra: &[&str]) -> Ccm {
     if !link.exists() {
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_azure-cloud-controller-manager"), &link).unwrap();
     }
-    let log = env.dir.path().join(format!("{node}.log"));
-    Ccm(std::process::Command::new(&link)
-        .arg(format!("--node-name={node}"))
-        .arg(format!("--kubeconfig={}", env.kubeconfig.display()))
-        .arg(format!("--imds-endpoint={}", env.sim.url()))
-        .args(["--kube-api-qps=50", "--node-status-update-frequency=1s", "--v=4"])
-        .args(extra)
-        // The simulator's CA, as a Go agent would trust it.
-        .env("SSL_CERT_FILE", env.config.with_extension("ca.pem"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).map(Stdio::from).unwrap())
-        .spawn()
-        .unwrap())
+    env.spawn_logged(
+        std::process::Command::new(&link)
+            .arg(format!("--node-name={node}"))
+            .arg(format!("--kubeconfig={}", env.kubeconfig.display()))
+            .arg(format!("--imds-endpoint={}", env.sim.url()))
+            .args(["--kube-api-qps=50", "--node-status-update-frequency=1s", "--v=4"])
+            .args(extra)
+            // The simulator's CA, as a Go agent would trust it.
+            .env("SSL_CERT_FILE", env.config.with_extension("ca.pem")),
+        &format!("{node}.log"),
+    )
 }
 
 #[tokio::test]
@@ -113,16 +110,7 @@ async fn initialises_its_own_node_from_instance_metadata_without_arm_calls() {
     assert!(calls.iter().any(|c| !c.is_arm()), "IMDS was read: {calls:?}");
     assert_eq!(calls.iter().filter(|c| c.is_arm()).count(), 0, "{calls:?}");
     // The event upstream's agent sends.
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(env.client.clone());
-    eventually("a Synced event", Duration::from_secs(10), || async {
-        events.list(&ListParams::default()).await.ok().and_then(|l| {
-            l.items.into_iter().find(|e| {
-                e.reason.as_deref() == Some("Synced")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("k8s-pool1-vmss000001")
-            })
-        })
-    })
-    .await;
+    common::event_about(&env.client, "Synced", "k8s-pool1-vmss000001", Duration::from_secs(10)).await;
 
     // Addresses are kept up to date: a wrong one written by someone else is corrected.
     nodes

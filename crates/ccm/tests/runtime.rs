@@ -8,7 +8,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use std::process::Stdio;
 use std::time::Duration;
 
 const NODES: [&str; 5] = [
@@ -21,23 +20,18 @@ const NODES: [&str; 5] = [
 
 fn spawn(env: &common::Env, extra: &[&str], log: &str) -> Ccm {
     let port = free_port();
-    Ccm(common::ccm(&env.config, &env.kubeconfig)
-        .args(["--secure-port=0", "--port", &port.to_string()])
-        .args([
-            "--leader-elect-lease-duration=2s",
-            "--leader-elect-renew-deadline=1s",
-            "--leader-elect-retry-period=200ms",
-            "--node-monitor-period=300ms",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(env.dir.path().join(log))
-                .map(Stdio::from)
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap())
+    env.spawn_logged(
+        common::ccm(&env.config, &env.kubeconfig)
+            .args(["--secure-port=0", "--port", &port.to_string()])
+            .args([
+                "--leader-elect-lease-duration=2s",
+                "--leader-elect-renew-deadline=1s",
+                "--leader-elect-retry-period=200ms",
+                "--node-monitor-period=300ms",
+            ])
+            .args(extra),
+        log,
+    )
 }
 
 async fn add_node(nodes: &Api<Node>, name: &str, provider_id: Option<&str>, ready: &str) {

@@ -58,6 +58,18 @@ pub async fn env(tweak: Value) -> Env {
     }
 }
 
+impl Env {
+    /// Starts a process (the CCM or the node agent) with its stderr in `log` under the test's directory.
+    pub fn spawn_logged(&self, cmd: &mut std::process::Command, log: &str) -> Ccm {
+        let file = std::fs::File::create(self.dir.path().join(log)).unwrap();
+        Ccm(cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(file))
+            .spawn()
+            .unwrap())
+    }
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -136,4 +148,27 @@ where
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// The first event with `reason` about the object named `name`, once kube-sim has it.
+pub async fn event_about(
+    client: &kube::Client,
+    reason: &str,
+    name: &str,
+    within: std::time::Duration,
+) -> k8s_openapi::api::events::v1::Event {
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::all(client.clone());
+    eventually(&format!("a {reason} event about {name}"), within, || async {
+        events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            })
+    })
+    .await
 }
