@@ -398,10 +398,28 @@ fn frontends_used_by(lb: &Value, owns: &dyn Fn(&str) -> bool) -> std::collection
         .collect()
 }
 
-/// After a Service stopped using other Services' frontends (`used_before`): each one no rule uses any more
-/// and whose own Service is gone from the LB (no rule or probe of it left) goes, as upstream deletes a shared
-/// frontend with its last user. Returns true when one was removed.
+/// Ids of the other Services' frontends that the rules of `owns`' Service use (shared frontends).
+fn shared_frontends_used_by(lb: &Value, lb_id: &str, owns: &dyn Fn(&str) -> bool) -> std::collections::HashSet<String> {
+    let mut used = frontends_used_by(lb, owns);
+    if !used.is_empty() {
+        for f in children_ref(lb, "frontendIPConfigurations")
+            .iter()
+            .filter(|f| owns(name_of(f)))
+        {
+            used.remove(&lower(&child_id(lb_id, "frontendIPConfigurations", name_of(f))));
+        }
+    }
+    used
+}
+
+/// After a Service stopped using other Services' frontends (`used_before`, from
+/// [`shared_frontends_used_by`]): each one no rule uses any more and whose own Service is gone from the LB
+/// (no rule or probe of it left) goes, as upstream deletes a shared frontend with its last user. The
+/// Service's own frontends are left to its wish. Returns true when one was removed.
 fn drop_orphaned_frontends(lb: &mut Value, lb_id: &str, used_before: &std::collections::HashSet<String>) -> bool {
+    if used_before.is_empty() {
+        return false;
+    }
     let still_used = frontends_used_by_others(lb, &|_| false);
     let orphans: Vec<String> = children_ref(lb, "frontendIPConfigurations")
         .iter()
@@ -504,7 +522,7 @@ pub fn apply_service(lb: &mut Value, lb_id: &str, lb_name: &str, wish: &ServiceW
         wish.probes.iter().map(probe_value).collect(),
         probe_key,
     );
-    let used_before = frontends_used_by(lb, &owns);
+    let used_before = shared_frontends_used_by(lb, lb_id, &owns);
     changed |= sync_owned(lb, "loadBalancingRules", &owns, rules, rule_key);
     changed |= drop_orphaned_frontends(lb, lb_id, &used_before);
     Ok(changed)
@@ -515,7 +533,7 @@ pub fn apply_service(lb: &mut Value, lb_id: &str, lb_name: &str, wish: &ServiceW
 pub fn remove_service(lb: &mut Value, lb_id: &str, base: &str) -> bool {
     let owns = |n: &str| service_owns(base, n);
     let mut changed = false;
-    let used_before = frontends_used_by(lb, &owns);
+    let used_before = shared_frontends_used_by(lb, lb_id, &owns);
     for prop in ["loadBalancingRules", "probes"] {
         changed |= sync_owned(lb, prop, &owns, Vec::new(), |_| Value::Null);
     }
@@ -799,6 +817,18 @@ mod tests {
         // The last user goes: so does the frontend.
         assert!(remove_service(&mut lb, LB, "bbb"));
         assert!(is_empty(&lb));
+    }
+
+    /// A Service that keeps its frontend but no longer has rules or probes (every port `no_lb_rule` and
+    /// `no_probe_rule`) keeps the frontend: only other Services' frontends can be orphaned.
+    #[test]
+    fn a_frontend_without_rules_stays_while_wished() {
+        let mut lb = json!({});
+        apply_service(&mut lb, LB, "kubernetes", &wish("aaa", &[80])).unwrap();
+        assert_eq!(apply_service(&mut lb, LB, "kubernetes", &wish("aaa", &[])), Ok(true));
+        assert_eq!(count(&lb, "frontendIPConfigurations"), 1, "{lb:#}");
+        assert_eq!(count(&lb, "loadBalancingRules"), 0);
+        assert_eq!(apply_service(&mut lb, LB, "kubernetes", &wish("aaa", &[])), Ok(false));
     }
 
     #[test]
