@@ -1216,10 +1216,17 @@ async fn private_link_service_lifecycle() {
         .as_str()
         .is_some_and(|ip| ip.starts_with("10.240."))));
     assert_eq!(pls["properties"]["visibility"]["subscriptions"], json!(["*"]));
-    // Nothing changed: nothing written.
+    // Nothing changed: nothing written, and the subnet is not read again.
     sim.reset_calls();
     cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await.unwrap();
     assert_eq!(total_writes(&sim), 0, "{:?}", writes(&sim));
+    assert!(
+        !sim.calls()
+            .iter()
+            .any(|c| c.path.to_ascii_lowercase().contains("/subnets/")),
+        "{:?}",
+        sim.call_counts()
+    );
     // A new FQDN: one PLS PUT.
     let changed = service("db", &uid(130), &[5432], ann("db2.example"));
     cloud.ensure_load_balancer(CLUSTER, &changed, &nodes).await.unwrap();

@@ -33,16 +33,21 @@ impl LoadBalancerApplier {
             .cloned())
     }
 
-    /// The subnet of the IP configurations, with Private Link Service network policies disabled (as upstream
-    /// does before writing a service): its id and name.
-    async fn pls_subnet(&self, spec: &annotations::PlsSpec) -> Result<(String, String), CloudError> {
-        let name = spec.subnet.clone().unwrap_or_else(|| self.cfg.subnet_name.clone());
+    /// The subnet of the IP configurations: `azure-pls-ip-configuration-subnet` (or the internal subnet),
+    /// else `subnetName`.
+    fn pls_subnet_name(&self, spec: &annotations::PlsSpec) -> String {
+        spec.subnet.clone().unwrap_or_else(|| self.cfg.subnet_name.clone())
+    }
+
+    /// Before a Private Link Service is written: its subnet exists and has Private Link Service network
+    /// policies disabled (as upstream does; ARM refuses the service otherwise).
+    async fn prepare_pls_subnet(&self, name: &str) -> Result<(), CloudError> {
         let rg = if self.cfg.vnet_resource_group.is_empty() {
             self.cfg.resource_group.clone()
         } else {
             self.cfg.vnet_resource_group.clone()
         };
-        let subnet = match self.clients.subnets.get(&rg, &self.cfg.vnet_name, &name).await {
+        let subnet = match self.clients.subnets.get(&rg, &self.cfg.vnet_name, name).await {
             Ok(s) => to_value(&s),
             Err(e) if e.is_not_found() => {
                 return Err(CloudError::InvalidInput(format!(
@@ -52,7 +57,6 @@ impl LoadBalancerApplier {
             }
             Err(e) => return Err(arm(e)),
         };
-        let id = subnet.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
         let policy = subnet
             .pointer("/properties/privateLinkServiceNetworkPolicies")
             .and_then(Value::as_str)
@@ -66,12 +70,12 @@ impl LoadBalancerApplier {
             }
             self.clients
                 .subnets
-                .create_or_update(&rg, &self.cfg.vnet_name, &name, &body)
+                .create_or_update(&rg, &self.cfg.vnet_name, name, &body)
                 .await
                 .map_err(arm)?;
             tracing::info!(subnet = %name, "private link service network policies disabled on the subnet");
         }
-        Ok((id, name))
+        Ok(())
     }
 
     /// Creates or updates the Service's Private Link Service on its IPv4 frontend of `lb` (upstream's
@@ -125,7 +129,9 @@ impl LoadBalancerApplier {
         }
         let name = pls::pls_name(existing.as_ref(), want, &fe_name)
             .map_err(|e| CloudError::InvalidInput(format!("service {key}: {e}")))?;
-        let (subnet_id, subnet_name) = self.pls_subnet(want).await?;
+        // The subnet id is derived (no read): the subnet is read only when the service is to be written.
+        let subnet_name = self.pls_subnet_name(want);
+        let subnet_id = format!("{}/subnets/{subnet_name}", self.vnet_id());
         let config_tags = self.cfg.merged_tags();
         let system_tags = crate::config::parse_system_tags(&self.cfg.system_tags);
         let ctx = PlsContext {
@@ -143,6 +149,7 @@ impl LoadBalancerApplier {
         if !dirty {
             return Ok(());
         }
+        self.prepare_pls_subnet(&subnet_name).await?;
         if let Some(p) = body.get_mut("properties").and_then(Value::as_object_mut) {
             for k in [
                 "provisioningState",
