@@ -92,6 +92,11 @@ impl NodeInformer {
         self.store.state()
     }
 
+    /// One cached Node by name.
+    pub fn get(&self, name: &str) -> Option<Arc<Node>> {
+        self.store.get(&ObjectRef::new(name))
+    }
+
     /// Change notifications from now on. Subscribe before reading the cache so nothing falls in between.
     pub fn subscribe(&self) -> NodeChanges {
         NodeChanges(self.changes.subscribe())

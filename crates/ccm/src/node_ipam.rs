@@ -436,7 +436,7 @@ pub async fn run(client: Client, settings: IpamSettings, nodes: NodeInformer) {
     let mut waiting: BTreeSet<String> = BTreeSet::new();
     loop {
         for name in std::mem::take(&mut todo) {
-            let Some(node) = nodes.nodes().into_iter().find(|n| n.name_any() == name) else {
+            let Some(node) = nodes.get(&name) else {
                 continue;
             };
             if !needs_cidr(&node) {
@@ -450,7 +450,7 @@ pub async fn run(client: Client, settings: IpamSettings, nodes: NodeInformer) {
             change = changes.next() => match change {
                 Some(NodeChange::Touched(n)) => {
                     let name = n.name_any();
-                    let gone = !nodes.nodes().iter().any(|x| x.name_any() == name) || n.metadata.deletion_timestamp.is_some();
+                    let gone = nodes.get(&name).is_none() || n.metadata.deletion_timestamp.is_some();
                     if gone {
                         let freed = alloc.release(&name);
                         if !freed.is_empty() {
