@@ -106,9 +106,11 @@ async fn panics_are_contained_and_invalid_input_waits_for_a_change() {
             workers: 1,
             metrics: metrics.clone(),
             node_sync_period: Duration::from_secs(100),
+            labels_matter: false,
         },
         kube::runtime::events::Recorder::new(client.clone(), "service-controller".into()),
         nodes,
+        None,
     ));
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     services.create(&PostParams::default(), &svc("crashy")).await.unwrap();

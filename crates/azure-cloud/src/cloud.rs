@@ -152,6 +152,10 @@ impl AzureCloud {
         };
         let vmset: Arc<dyn VmSet> = match cfg.vm_kind() {
             crate::config::VmType::Standard => Arc::new(Dispatch::standard(avsets(cfg.vm_cache_ttl_in_seconds))),
+            // Flexible scale sets: their instances are VMs, served by the VM list (`vmssFlexVMCacheTTLInSeconds`).
+            crate::config::VmType::VmssFlex => Arc::new(Dispatch::standard(
+                avsets(cfg.vmss_flex_vm_cache_ttl_in_seconds).with_flex(true),
+            )),
             crate::config::VmType::Vmss => {
                 let ss = ScaleSets::new(
                     clients.scale_sets.clone(),
@@ -165,8 +169,10 @@ impl AzureCloud {
                     },
                     !cfg.list_vmss_virtual_machines_without_instance_view,
                 );
-                let vms = (!cfg.disable_availability_set_nodes)
-                    .then(|| avsets(cfg.non_vmss_uniform_nodes_cache_ttl_in_seconds));
+                // Mixed clusters: availability-set VMs, and flexible scale sets' VMs with `enableVmssFlexNodes`.
+                let vms = (!cfg.disable_availability_set_nodes || cfg.enable_vmss_flex_nodes).then(|| {
+                    avsets(cfg.non_vmss_uniform_nodes_cache_ttl_in_seconds).with_flex(cfg.enable_vmss_flex_nodes)
+                });
                 Arc::new(Dispatch::vmss(ss, vms))
             }
         };

@@ -1,8 +1,9 @@
-//! Node groups, for a cluster autoscaler embedding the provider: the cluster's scale sets with their size
-//! bounds (from the `min`/`max` tags the Azure autoscaler's auto-discovery reads, or from explicit specs),
-//! the group of a node, the target size (read and set with a capacity-only PATCH — never a full model PUT,
-//! which would drop backend pools and other settings), deletion of given instances in one `deleteInstances`
-//! call per scale set, and instance status.
+//! Node groups, for a cluster autoscaler embedding the provider: the cluster's scale sets (uniform and
+//! flexible) with their size bounds (from the `min`/`max` tags the Azure autoscaler's auto-discovery reads, or
+//! from explicit specs), the group of a node, the target size (read and set with a capacity-only PATCH — never
+//! a full model PUT, which would drop backend pools and other settings), deletion of given instances (one
+//! `deleteInstances` call per uniform scale set; a flexible scale set's instances are VMs, each deleted, its
+//! capacity following), and instance status (a flexible scale set's from the resource group's VM list).
 
 use crate::arm::ArmError;
 use crate::cloud::ArmClients;
@@ -39,6 +40,8 @@ pub struct NodeGroup {
     pub vm_size: String,
     /// Zones.
     pub zones: Vec<String>,
+    /// A flexible scale set (its instances are VMs named `<scale set>_<id>`).
+    pub flexible: bool,
 }
 
 /// What an instance is doing.
@@ -61,7 +64,7 @@ pub struct GroupInstance {
     pub provider_id: String,
     /// Node name (lower-cased computer name).
     pub node_name: String,
-    /// Instance id.
+    /// Instance id (a flexible scale set's: the VM name).
     pub instance_id: String,
     /// State.
     pub state: InstanceState,
@@ -193,6 +196,7 @@ impl NodeGroups {
                 .and_then(Value::as_array)
                 .map(|z| z.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
                 .unwrap_or_default(),
+            flexible: crate::vmset::scale_set::is_flexible(ss),
             name,
         })
     }
@@ -221,7 +225,9 @@ impl NodeGroups {
     /// The group of a node (`None` for availability-set and standalone VMs, and unknown nodes).
     pub async fn node_group_of(&self, node: &str) -> Result<Option<String>, NodeGroupError> {
         match self.vmset.node(node).await {
-            Ok(vm) if vm.vm_set.kind == VmSetKind::ScaleSet => Ok(Some(vm.vm_set.name.clone())),
+            Ok(vm) if matches!(vm.vm_set.kind, VmSetKind::ScaleSet | VmSetKind::FlexScaleSet) => {
+                Ok(Some(vm.vm_set.name.clone()))
+            }
             Ok(_) | Err(VmSetError::InstanceNotFound(_)) | Err(VmSetError::NotManaged(_)) => Ok(None),
             Err(e) => Err(NodeGroupError::Azure(e.to_string())),
         }
@@ -277,7 +283,12 @@ impl NodeGroups {
                 }
                 Err(e) => return Err(NodeGroupError::Azure(e.to_string())),
             };
-            if vm.vm_set.kind != VmSetKind::ScaleSet || !vm.vm_set.name.eq_ignore_ascii_case(group) {
+            let kind = if g.flexible {
+                VmSetKind::FlexScaleSet
+            } else {
+                VmSetKind::ScaleSet
+            };
+            if vm.vm_set.kind != kind || !vm.vm_set.name.eq_ignore_ascii_case(group) {
                 return Err(NodeGroupError::NotInGroup {
                     node: n.to_string(),
                     group: group.to_string(),
@@ -294,11 +305,17 @@ impl NodeGroups {
                 max: g.max_size,
             });
         }
-        let deleted = self
-            .clients
-            .scale_sets
-            .delete_instances(&self.resource_group, group, &ids)
-            .await;
+        let deleted = if g.flexible {
+            // A flexible scale set's instances are VMs (ids: their names): deleted together, each on its own.
+            let results =
+                futures::future::join_all(ids.iter().map(|vm| self.clients.vms.delete(&self.resource_group, vm))).await;
+            results.into_iter().collect::<Result<Vec<()>, ArmError>>().map(|_| ())
+        } else {
+            self.clients
+                .scale_sets
+                .delete_instances(&self.resource_group, group, &ids)
+                .await
+        };
         self.changed(group);
         deleted?;
         tracing::info!(node_group = group, instances = ?ids, "instances deleted");
@@ -317,6 +334,9 @@ impl NodeGroups {
     }
 
     async fn list_instances(&self, group: &str) -> Result<Vec<GroupInstance>, NodeGroupError> {
+        if self.get(group).await?.flexible {
+            return self.list_flexible_instances(group).await;
+        }
         let list = match self
             .clients
             .scale_set_vms
@@ -331,28 +351,54 @@ impl NodeGroups {
             .iter()
             .filter_map(|i| {
                 let v = serde_json::to_value(i).ok()?;
-                let id = crate::arm::ResourceId::parse(v.get("id")?.as_str()?).ok()?;
-                Some(GroupInstance {
-                    provider_id: crate::arm::provider_id_for(&id),
-                    node_name: v
-                        .pointer("/properties/osProfile/computerName")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_ascii_lowercase(),
-                    instance_id: v
-                        .get("instanceId")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    state: instance_state(
-                        v.pointer("/properties/provisioningState")
-                            .and_then(Value::as_str)
-                            .unwrap_or(""),
-                    ),
-                })
+                let instance_id = v
+                    .get("instanceId")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                group_instance(&v, instance_id)
             })
             .collect())
     }
+}
+
+impl NodeGroups {
+    /// A flexible scale set's instances: the resource group's VMs that name it as their scale set.
+    async fn list_flexible_instances(&self, group: &str) -> Result<Vec<GroupInstance>, NodeGroupError> {
+        let vms = self.clients.vms.list(&self.resource_group, false).await?;
+        Ok(vms
+            .iter()
+            .filter_map(|vm| {
+                let v = serde_json::to_value(vm).ok()?;
+                let ss = v.pointer("/properties/virtualMachineScaleSet/id")?.as_str()?;
+                let ss = crate::arm::ResourceId::parse(ss).ok()?;
+                if !ss.name().eq_ignore_ascii_case(group) {
+                    return None;
+                }
+                let name = v.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                group_instance(&v, name)
+            })
+            .collect())
+    }
+}
+
+/// An instance (scale-set instance or VM, as ARM serves it) of a group.
+fn group_instance(v: &Value, instance_id: String) -> Option<GroupInstance> {
+    let id = crate::arm::ResourceId::parse(v.get("id")?.as_str()?).ok()?;
+    Some(GroupInstance {
+        provider_id: crate::arm::provider_id_for(&id),
+        node_name: v
+            .pointer("/properties/osProfile/computerName")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+        instance_id,
+        state: instance_state(
+            v.pointer("/properties/provisioningState")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -1261,12 +1261,27 @@ async fn private_link_service_lifecycle() {
 /// stay in the cluster's subscription and join pools across the two.
 #[tokio::test]
 async fn network_resources_in_another_subscription() {
+    network_resources_elsewhere(None).await;
+}
+
+/// `networkResourceTenantID`: the network subscription in another tenant. Requests there carry that tenant's
+/// token; the scale set joining the pool across carries it as the auxiliary token (azure-sim refuses either
+/// otherwise, as ARM does).
+#[tokio::test]
+async fn network_resources_in_another_tenant() {
+    network_resources_elsewhere(Some("00000000-0000-0000-0000-0000000000b2")).await;
+}
+
+async fn network_resources_elsewhere(tenant: Option<&str>) {
     let net_sub = "22222222-0000-0000-0000-000000000002";
-    let (sim, cloud, _d) = setup(
-        &Scenario::default_cluster(),
-        json!({"networkResourceSubscriptionID": net_sub}),
-    )
-    .await;
+    let mut overrides = json!({"networkResourceSubscriptionID": net_sub});
+    if let Some(t) = tenant {
+        overrides["networkResourceTenantID"] = json!(t);
+    }
+    let (sim, cloud, _d) = setup(&Scenario::default_cluster(), overrides).await;
+    if let Some(t) = tenant {
+        sim.set_subscription_tenant(net_sub, t);
+    }
     let rg = sim.cluster().resource_group.clone();
     let net_rg = format!("/subscriptions/{net_sub}/resourceGroups/{rg}");
     sim.with_store(|s, _| {
@@ -1305,4 +1320,213 @@ async fn network_resources_in_another_subscription() {
     );
     cloud.ensure_load_balancer_deleted(CLUSTER, &svc).await.unwrap();
     assert!(sim.resource(&lb_id).is_none() && sim.resource(&pip_id).is_none());
+}
+
+fn labelled(mut s: Service, labels: Value) -> Service {
+    s.metadata.labels = serde_json::from_value(labels).unwrap();
+    s
+}
+
+/// `<lb>`'s `kubernetes` pool members (node names).
+fn pool_members(sim: &AzureSim, lb_name: &str) -> Vec<String> {
+    let Some(lbv) = lb(sim, lb_name) else { return Vec::new() };
+    let mut out: Vec<String> = lbv["properties"]["backendAddressPools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == CLUSTER)
+        .flat_map(|p| {
+            p["properties"]["loadBalancerBackendAddresses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|a| a["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+fn has_frontend_of(sim: &AzureSim, lb_name: &str, uid: &str) -> bool {
+    let mut base = format!("a{}", uid.replace('-', ""));
+    base.truncate(32);
+    lb(sim, lb_name).is_some_and(|v| {
+        v["properties"]["frontendIPConfigurations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|f| f["name"].as_str().unwrap_or_default().starts_with(&base))
+    })
+}
+
+#[tokio::test]
+async fn multiple_standard_load_balancers() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("azure_cloud=info")
+        .with_test_writer()
+        .try_init();
+    let (sim, cloud, _d) = setup(
+        &Scenario::default_cluster(),
+        json!({
+            "loadBalancerBackendPoolConfigurationType": "nodeIP",
+            "multipleStandardLoadBalancerConfigurations": [
+                {"name": "kubernetes"},
+                {"name": "lb2", "primaryVMSet": "k8s-pool2-avset"},
+                {"name": "lb3", "serviceLabelSelector": {"matchLabels": {"tier": "gold"}}},
+            ],
+        }),
+    )
+    .await;
+    let nodes = Arc::new(nodes(&cloud, &DEFAULT_NODES).await);
+    // A burst of 6 plain Services spreads over the two LBs that take them (fewest rules, counting the ones
+    // on their way), not all on the first.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let (cloud, nodes) = (cloud.clone(), nodes.clone());
+        tasks.push(tokio::spawn(async move {
+            let svc = service(&format!("s{i}"), &uid(300 + i), &[80], json!({}));
+            cloud.ensure_load_balancer(CLUSTER, &svc, &nodes).await
+        }));
+    }
+    let mut ips = std::collections::BTreeSet::new();
+    for t in tasks {
+        ips.extend(ingress(&t.await.unwrap().unwrap()));
+    }
+    assert_eq!(ips.len(), 6);
+    let on = |name: &str| (0..6).filter(|i| has_frontend_of(&sim, name, &uid(300 + i))).count();
+    let fes = |n: &str| {
+        lb(&sim, n).map(|v| {
+            v["properties"]["frontendIPConfigurations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+    };
+    let log: Vec<String> = sim
+        .calls()
+        .iter()
+        .filter(|c| c.path.contains("loadBalancers"))
+        .map(|c| format!("{} {} {} {}", c.t_ms, c.method, c.status, c.path))
+        .collect();
+    assert_eq!(
+        (on("kubernetes"), on("lb2"), on("lb3")),
+        (3, 3, 0),
+        "{:?} {:?} {log:#?}",
+        fes("kubernetes"),
+        fes("lb2")
+    );
+    // A gold Service goes to the LB selecting it; one naming lb2 goes there.
+    let gold = labelled(service("gold", &uid(310), &[443], json!({})), json!({"tier": "gold"}));
+    let gold_ip = ingress(&cloud.ensure_load_balancer(CLUSTER, &gold, &nodes).await.unwrap());
+    assert!(has_frontend_of(&sim, "lb3", &uid(310)));
+    let pinned = service(
+        "pinned",
+        &uid(311),
+        &[8080],
+        json!({"service.beta.kubernetes.io/azure-load-balancer-configurations": "lb2"}),
+    );
+    cloud.ensure_load_balancer(CLUSTER, &pinned, &nodes).await.unwrap();
+    assert!(has_frontend_of(&sim, "lb2", &uid(311)));
+    // An internal Service uses `<name>-internal`.
+    let internal = service(
+        "int",
+        &uid(312),
+        &[80],
+        json!({"service.beta.kubernetes.io/azure-load-balancer-internal": "true"}),
+    );
+    let internal_ip = ingress(&cloud.ensure_load_balancer(CLUSTER, &internal, &nodes).await.unwrap());
+    assert!(has_frontend_of(&sim, "kubernetes-internal", &uid(312)));
+
+    // Nodes: the availability set's on lb2 (its primary VM set); every node in exactly one public LB's pool,
+    // the internal LB's pool the same as its public counterpart's.
+    let (k, l2, l3) = (
+        pool_members(&sim, "kubernetes"),
+        pool_members(&sim, "lb2"),
+        pool_members(&sim, "lb3"),
+    );
+    assert!(
+        l2.contains(&"k8s-pool2-0".to_string()) && l2.contains(&"k8s-pool2-1".to_string()),
+        "{l2:?}"
+    );
+    let mut all: Vec<String> = k.iter().chain(&l2).chain(&l3).cloned().collect();
+    all.sort();
+    let mut want: Vec<String> = DEFAULT_NODES.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(all, want, "kubernetes {k:?} lb2 {l2:?} lb3 {l3:?}");
+    assert_eq!(pool_members(&sim, "kubernetes-internal"), k);
+
+    // Everything converged: a second pass writes nothing.
+    sim.reset_calls();
+    let everyone: Vec<Service> = (0..6)
+        .map(|i| service(&format!("s{i}"), &uid(300 + i), &[80], json!({})))
+        .chain([gold.clone(), pinned.clone(), internal.clone()])
+        .collect();
+    for s in &everyone {
+        cloud.ensure_load_balancer(CLUSTER, s, &nodes).await.unwrap();
+    }
+    assert_eq!(total_writes(&sim), 0, "{:?}", writes(&sim));
+
+    // The gold Service loses its label: it moves off lb3 keeping its IP, and lb3 (now empty) is deleted.
+    let plain = labelled(gold.clone(), json!({}));
+    assert_eq!(
+        ingress(&cloud.ensure_load_balancer(CLUSTER, &plain, &nodes).await.unwrap()),
+        gold_ip
+    );
+    assert!(lb(&sim, "lb3").is_none(), "the empty LB is deleted");
+    assert!(has_frontend_of(&sim, "kubernetes", &uid(310)) || has_frontend_of(&sim, "lb2", &uid(310)));
+    // Node placement covers every configured LB, existing or not (a new LB must start with its nodes): the
+    // nodes of lb3 stay reserved for it, and come back into its pool when a gold Service recreates it.
+    for s in &everyone[..6] {
+        cloud.update_load_balancer(CLUSTER, s, &nodes).await.unwrap();
+    }
+    let mut rest: Vec<String> = [pool_members(&sim, "kubernetes"), pool_members(&sim, "lb2")].concat();
+    rest.sort();
+    let mut expected: Vec<String> = want.iter().filter(|n| !l3.contains(n)).cloned().collect();
+    expected.sort();
+    assert_eq!(rest, expected);
+    let gold2 = labelled(service("gold2", &uid(313), &[443], json!({})), json!({"tier": "gold"}));
+    cloud.ensure_load_balancer(CLUSTER, &gold2, &nodes).await.unwrap();
+    assert_eq!(pool_members(&sim, "lb3"), l3);
+    cloud.ensure_load_balancer_deleted(CLUSTER, &gold2).await.unwrap();
+    assert!(lb(&sim, "lb3").is_none());
+
+    // Bad requests are errors on the Service, nothing written.
+    sim.reset_calls();
+    for (bad, says) in [
+        (
+            service(
+                "x",
+                &uid(320),
+                &[80],
+                json!({"service.beta.kubernetes.io/azure-load-balancer-configurations": "nope"}),
+            ),
+            "\"nope\"",
+        ),
+        (
+            service(
+                "y",
+                &uid(321),
+                &[80],
+                json!({"service.beta.kubernetes.io/azure-load-balancer-configurations": "lb2", "service.beta.kubernetes.io/azure-load-balancer-internal": "true", "service.beta.kubernetes.io/azure-load-balancer-ipv4": "10.240.0.50"}),
+            ),
+            "cannot be combined",
+        ),
+    ] {
+        let e = cloud.ensure_load_balancer(CLUSTER, &bad, &nodes).await.unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    assert_eq!(total_writes(&sim), 0, "{:?}", writes(&sim));
+
+    // Status reads find the Services wherever they are; deleting every Service leaves nothing.
+    let st = cloud.get_load_balancer(CLUSTER, &internal).await.unwrap().unwrap();
+    assert_eq!(ingress(&st), internal_ip);
+    for s in everyone.iter().chain([&plain]) {
+        cloud.ensure_load_balancer_deleted(CLUSTER, s).await.unwrap();
+    }
+    for name in ["lb2", "lb3", "lb2-internal"] {
+        assert!(lb(&sim, name).is_none(), "{name} left");
+    }
+    assert_no_leftovers(&sim);
 }

@@ -151,8 +151,16 @@ impl Target {
 
 enum Parsed {
     Resource(Target),
-    Operation { ns: String, kind: String, id: String },
-    ResourceGroup { sub: String, rg: String },
+    Operation {
+        sub: String,
+        ns: String,
+        kind: String,
+        id: String,
+    },
+    ResourceGroup {
+        sub: String,
+        rg: String,
+    },
 }
 
 fn parse_path(path: &str) -> Option<Parsed> {
@@ -163,6 +171,7 @@ fn parse_path(path: &str) -> Option<Parsed> {
     let sub = segs[1].to_string();
     if segs.len() == 8 && segs[2].eq_ignore_ascii_case("providers") && segs[4].eq_ignore_ascii_case("locations") {
         return Some(Parsed::Operation {
+            sub: sub.clone(),
             ns: segs[3].to_string(),
             kind: segs[6].to_ascii_lowercase(),
             id: segs[7].to_string(),
@@ -202,16 +211,81 @@ fn query_map(uri: &Uri) -> HashMap<String, String> {
         .collect()
 }
 
-pub(crate) fn authorized(s: &Shared, headers: &HeaderMap) -> bool {
-    let Some(token) = headers
+/// The tenant of a valid (known, unexpired) bearer token.
+fn token_tenant(s: &Shared, value: &str) -> Option<String> {
+    let token = value
+        .trim()
+        .strip_prefix("Bearer ")
+        .or_else(|| value.trim().strip_prefix("bearer "))?;
+    let now = s.clock.now_ms();
+    lock(&s.tokens)
+        .get(token.trim())
+        .filter(|(exp, _)| *exp > now)
+        .map(|(_, t)| t.clone())
+}
+
+/// The tenant a subscription belongs to.
+fn tenant_of(s: &Shared, subscription: &str) -> String {
+    lock(&s.subscription_tenants)
+        .get(&subscription.to_ascii_lowercase())
+        .cloned()
+        .unwrap_or_else(|| s.opts.tenant_id.clone())
+}
+
+/// ARM's authentication: a valid token from the tenant of the URL's subscription; on writes, a valid token
+/// of every other tenant whose subscriptions the body links, in `x-ms-authorization-auxiliary` (up to three
+/// `Bearer` tokens separated by `;`).
+pub(crate) fn authenticate(
+    s: &Shared,
+    headers: &HeaderMap,
+    path: &str,
+    body: &[u8],
+    write: bool,
+) -> Result<(), Box<Response>> {
+    let tenant = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-    else {
-        return false;
-    };
-    let now = s.clock.now_ms();
-    lock(&s.tokens).get(token.trim()).is_some_and(|exp| *exp > now)
+        .and_then(|v| token_tenant(s, v))
+        .ok_or_else(|| {
+            Box::new(arm_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "The access token is missing, invalid or expired: get one from the AAD token endpoint or IMDS.",
+            ))
+        })?;
+    let segs: Vec<&str> = path.split('/').filter(|x| !x.is_empty()).collect();
+    if segs.first().is_some_and(|x| x.eq_ignore_ascii_case("subscriptions")) {
+        let sub = segs.get(1).copied().unwrap_or_default();
+        let owner = tenant_of(s, sub);
+        if owner != tenant {
+            return Err(Box::new(arm_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationTokenTenant",
+                &format!("The access token is from the wrong issuer '{tenant}'. It must match the tenant '{owner}' associated with this subscription '{sub}'."),
+            )));
+        }
+    }
+    if !write || lock(&s.subscription_tenants).is_empty() {
+        return Ok(());
+    }
+    let auxiliary: Vec<String> = headers
+        .get("x-ms-authorization-auxiliary")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').filter_map(|t| token_tenant(s, t)).collect())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    for linked in text.split("/subscriptions/").skip(1) {
+        let sub = linked.split(['/', '"']).next().unwrap_or_default();
+        let owner = tenant_of(s, sub);
+        if owner != tenant && !auxiliary.contains(&owner) {
+            return Err(Box::new(arm_error(
+                StatusCode::FORBIDDEN,
+                "LinkedAuthorizationFailed",
+                &format!("The client has permission to perform this action, however the current tenant '{tenant}' is not authorized to access linked subscription '{sub}' (send a token of tenant '{owner}' in x-ms-authorization-auxiliary)."),
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Adds a call to the log.
@@ -305,12 +379,8 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
         record(&s, c);
         resp
     };
-    if !authorized(&s, &headers) {
-        return finish(arm_error(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            "The access token is missing, invalid or expired: get one from the AAD token endpoint or IMDS.",
-        ));
+    if let Err(refused) = authenticate(&s, &headers, &path, &body, kind != Kind::Read) {
+        return finish(*refused);
     }
     let Some(parsed) = parsed else {
         return finish(arm_error(
@@ -344,7 +414,7 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
         }
     };
     let mut resp = match parsed {
-        Parsed::Operation { ns, kind, id } => poll(&s, &ns, &kind, &id),
+        Parsed::Operation { sub, ns, kind, id } => poll(&s, &sub, &ns, &kind, &id),
         Parsed::ResourceGroup { sub, rg } => {
             let id = format!("/subscriptions/{sub}/resourceGroups/{rg}");
             match lock(&s.store).get(&id) {
@@ -409,7 +479,7 @@ async fn inject(s: &Shared, f: FaultKind) -> Response {
     }
 }
 
-fn poll(s: &Shared, ns: &str, kind: &str, id: &str) -> Response {
+fn poll(s: &Shared, sub: &str, ns: &str, kind: &str, id: &str) -> Response {
     let Some(op) = lock(&s.ops).get(id).cloned() else {
         return arm_error(
             StatusCode::NOT_FOUND,
@@ -426,8 +496,8 @@ fn poll(s: &Shared, ns: &str, kind: &str, id: &str) -> Response {
         }
         let mut r = StatusCode::ACCEPTED.into_response();
         let url = format!(
-            "{}/subscriptions/{}/providers/{ns}/locations/{}/operationResults/{id}",
-            s.base_url, s.cluster.subscription, s.cluster.location
+            "{}/subscriptions/{sub}/providers/{ns}/locations/{}/operationResults/{id}",
+            s.base_url, s.cluster.location
         );
         if let Ok(v) = HeaderValue::from_str(&url) {
             r.headers_mut().insert("location", v);
@@ -560,6 +630,21 @@ fn get_or_list(s: &Shared, store: &mut Store, t: &Target, q: &HashMap<String, St
             ),
             None => not_found(t),
         },
+        Some(c)
+            if t.last_type().eq_ignore_ascii_case("virtualMachineScaleSets")
+                && (c.eq_ignore_ascii_case("virtualMachines") || c.eq_ignore_ascii_case("networkInterfaces"))
+                && crate::scenario::is_flexible(store, &t.id()) =>
+        {
+            // A flexible scale set's instances are ordinary VMs: ARM refuses the uniform instance APIs.
+            arm_error(
+                StatusCode::CONFLICT,
+                "OperationNotAllowed",
+                &format!(
+                    "The operation is not allowed on virtual machine scale set {} with orchestration mode 'Flexible': list its virtual machines under Microsoft.Compute/virtualMachines.",
+                    t.name()
+                ),
+            )
+        }
         Some(c) => {
             let items: Vec<Value> = if t.last_type().eq_ignore_ascii_case("virtualMachineScaleSets")
                 && c.eq_ignore_ascii_case("networkInterfaces")
@@ -710,15 +795,18 @@ fn new_operation(s: &Shared, now: u64) -> (String, u64) {
     (id, done)
 }
 
-fn lro_headers(s: &Shared, r: &mut Response, ns: &str, op: &str, done: u64, now: u64, location_style: bool) {
+/// The operation URL is under the resource's subscription, as ARM's (so it is polled with that subscription's
+/// token).
+#[allow(clippy::too_many_arguments)]
+fn lro_headers(s: &Shared, r: &mut Response, sub: &str, ns: &str, op: &str, done: u64, now: u64, location_style: bool) {
     let kind = if location_style {
         "operationResults"
     } else {
         "operations"
     };
     let url = format!(
-        "{}/subscriptions/{}/providers/{ns}/locations/{}/{kind}/{op}?api-version=2024-03-01",
-        s.base_url, s.cluster.subscription, s.cluster.location
+        "{}/subscriptions/{sub}/providers/{ns}/locations/{}/{kind}/{op}?api-version=2024-03-01",
+        s.base_url, s.cluster.location
     );
     let name = if location_style {
         "location"
@@ -986,7 +1074,7 @@ fn action(s: &Shared, store: &mut Store, t: &Target, body: &[u8], now: u64) -> R
     }
     let (op, done) = new_operation(s, now);
     let mut r = StatusCode::ACCEPTED.into_response();
-    lro_headers(s, &mut r, &t.ns, &op, done, now, true);
+    lro_headers(s, &mut r, &t.sub, &t.ns, &op, done, now, true);
     r
 }
 
@@ -1024,7 +1112,7 @@ fn finish_write(
         None => shape(stored, t.is_vm_like(), false),
     };
     let mut r = json_response(if created { StatusCode::CREATED } else { StatusCode::OK }, &answer);
-    lro_headers(s, &mut r, &t.ns, &op, done, now, false);
+    lro_headers(s, &mut r, &t.sub, &t.ns, &op, done, now, false);
     r
 }
 
@@ -1065,7 +1153,7 @@ fn delete(s: &Shared, store: &mut Store, t: &Target, now: u64) -> Response {
             let (op, done) = new_operation(s, now);
             store.put(&parent_id, &parent_target.arm_type(), pbody, done);
             let mut r = StatusCode::ACCEPTED.into_response();
-            lro_headers(s, &mut r, &t.ns, &op, done, now, true);
+            lro_headers(s, &mut r, &t.sub, &t.ns, &op, done, now, true);
             return r;
         }
     }
@@ -1076,14 +1164,27 @@ fn delete(s: &Shared, store: &mut Store, t: &Target, now: u64) -> Response {
     if existing.busy_until_ms > now {
         return busy(s, existing.busy_until_ms, now, &existing.id);
     }
-    if let Err(e) = rules::check_delete(store, &t.arm_type(), &existing.id) {
-        return arm_error(StatusCode::BAD_REQUEST, &e.code, &e.message);
+    // A flexible scale set's VM goes with its NICs (their delete option), so they do not hold it.
+    let flex_vm = t.arm_type().eq_ignore_ascii_case("Microsoft.Compute/virtualMachines")
+        && existing.body.pointer("/properties/virtualMachineScaleSet/id").is_some();
+    if !flex_vm {
+        if let Err(e) = rules::check_delete(store, &t.arm_type(), &existing.id) {
+            return arm_error(StatusCode::BAD_REQUEST, &e.code, &e.message);
+        }
     }
-    rules::release_addresses(store, &existing.body);
-    store.remove(&id);
+    if flex_vm {
+        // A flexible scale set's VM goes with its NICs (their delete option) and its scale set's capacity
+        // follows.
+        if let Err(e) = crate::scenario::remove_vm(store, &existing.id) {
+            return arm_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e);
+        }
+    } else {
+        rules::release_addresses(store, &existing.body);
+        store.remove(&id);
+    }
     let (op, done) = new_operation(s, now);
     let mut r = StatusCode::ACCEPTED.into_response();
-    lro_headers(s, &mut r, &t.ns, &op, done, now, true);
+    lro_headers(s, &mut r, &t.sub, &t.ns, &op, done, now, true);
     r
 }
 

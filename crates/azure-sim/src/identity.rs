@@ -29,11 +29,11 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
         .into_response()
 }
 
-fn issue_token(s: &Shared) -> (String, u64) {
+fn issue_token(s: &Shared, tenant: &str) -> (String, u64) {
     let token = format!("sim-{:032x}", rand::random::<u128>());
     let ttl = s.opts.token_ttl.as_millis() as u64;
     // Tokens expire on the simulated clock; report the lifetime in seconds.
-    lock(&s.tokens).insert(token.clone(), s.clock.now_ms() + ttl);
+    lock(&s.tokens).insert(token.clone(), (s.clock.now_ms() + ttl, tenant.to_string()));
     (token, s.opts.token_ttl.as_secs())
 }
 
@@ -151,7 +151,8 @@ pub(crate) async fn aad_token(
 }
 
 fn aad_answer(s: &Shared, tenant: &str, form: &HashMap<String, String>) -> Response {
-    if tenant != s.opts.tenant_id && tenant != "adfs" {
+    let other_tenant = lock(&s.subscription_tenants).values().any(|t| t == tenant);
+    if tenant != s.opts.tenant_id && tenant != "adfs" && !other_tenant {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -197,7 +198,12 @@ fn aad_answer(s: &Shared, tenant: &str, form: &HashMap<String, String>) -> Respo
             "AADSTS7000215: Invalid client secret provided.",
         );
     }
-    let (token, secs) = issue_token(s);
+    let tenant = if tenant == "adfs" {
+        s.opts.tenant_id.as_str()
+    } else {
+        tenant
+    };
+    let (token, secs) = issue_token(s, tenant);
     json_ok(json!({"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": token}))
 }
 
@@ -234,7 +240,7 @@ pub(crate) async fn imds_token(
             "AADSTS500011: The resource principal was not found.",
         )
     } else {
-        let (token, secs) = issue_token(&s);
+        let (token, secs) = issue_token(&s, &s.opts.tenant_id);
         let expires_on = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

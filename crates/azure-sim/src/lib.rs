@@ -203,7 +203,10 @@ pub(crate) struct Shared {
     pub clock: Clock,
     pub store: Mutex<Store>,
     pub ops: Mutex<HashMap<String, Operation>>,
-    pub tokens: Mutex<HashMap<String, u64>>,
+    /// Issued tokens: expiry (simulated ms) and tenant.
+    pub tokens: Mutex<HashMap<String, (u64, String)>>,
+    /// Subscriptions of tenants other than `opts.tenant_id` (lower-cased subscription → tenant).
+    pub subscription_tenants: Mutex<HashMap<String, String>>,
     pub calls: Mutex<Accounting>,
     pub faults: Mutex<Faults>,
     pub throttle: Mutex<ThrottleModel>,
@@ -259,6 +262,7 @@ impl AzureSim {
             store: Mutex::new(store),
             ops: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            subscription_tenants: Mutex::new(HashMap::new()),
             calls: Mutex::new(Accounting::default()),
             base_url,
             cluster,
@@ -412,6 +416,13 @@ impl AzureSim {
     /// Makes IMDS (`/metadata/instance`, `/metadata/loadbalancer`) describe the VM or scale-set instance `id`.
     pub fn set_imds_vm(&self, id: &str) {
         *lock(&self.shared.imds_vm) = Some(id.to_string());
+    }
+
+    /// Puts a subscription in another tenant (as ARM does for `networkResourceTenantID` set-ups): the AAD
+    /// endpoint then also signs in to that tenant, requests to the subscription need a token of it, and a
+    /// write elsewhere whose body links a resource of it needs one in `x-ms-authorization-auxiliary`.
+    pub fn set_subscription_tenant(&self, subscription: &str, tenant: &str) {
+        lock(&self.shared.subscription_tenants).insert(subscription.to_ascii_lowercase(), tenant.to_string());
     }
 
     /// Replaces the fault rules.

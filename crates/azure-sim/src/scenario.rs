@@ -28,6 +28,9 @@ pub struct ScaleSetSpec {
     pub power_state: String,
     /// Give each instance NIC a public IP.
     pub public_ips: bool,
+    /// `Uniform` (instances under the scale set) or `Flexible` (instances are ordinary VMs named
+    /// `<name>_<8 hex>` with their own NICs and `properties.virtualMachineScaleSet`).
+    pub orchestration_mode: String,
 }
 
 impl Default for ScaleSetSpec {
@@ -41,6 +44,7 @@ impl Default for ScaleSetSpec {
             sku: "Standard_D2s_v3".into(),
             power_state: "running".into(),
             public_ips: false,
+            orchestration_mode: "Uniform".into(),
         }
     }
 }
@@ -348,24 +352,38 @@ impl Scenario {
         }
         let nic_config =
             json!([{"name": format!("{}-nic", ss.name), "properties": {"primary": true, "ipConfigurations": ipcs}}]);
+        let flexible = ss.orchestration_mode.eq_ignore_ascii_case("Flexible");
+        let mut props = json!({
+            "orchestrationMode": if flexible { "Flexible" } else { "Uniform" },
+            "provisioningState": "Succeeded",
+            "virtualMachineProfile": {
+                "osProfile": {"computerNamePrefix": prefix, "adminUsername": "azureuser"},
+                "networkProfile": {"networkInterfaceConfigurations": nic_config},
+            },
+        });
+        if flexible {
+            // Flexible scale sets spread over fault domains per VM, and build their VMs' NICs themselves.
+            props["platformFaultDomainCount"] = json!(1);
+            props["virtualMachineProfile"]["networkProfile"]["networkApiVersion"] = json!("2020-11-01");
+        } else {
+            props["upgradePolicy"] = json!({"mode": "Manual"});
+        }
         store.put(
             &ss_id,
             "Microsoft.Compute/virtualMachineScaleSets",
             json!({
                 "location": self.location, "zones": ss.zones,
                 "sku": {"name": ss.sku, "tier": "Standard", "capacity": ss.instances},
-                "properties": {
-                    "orchestrationMode": "Uniform", "upgradePolicy": {"mode": "Manual"}, "provisioningState": "Succeeded",
-                    "virtualMachineProfile": {
-                        "osProfile": {"computerNamePrefix": prefix, "adminUsername": "azureuser"},
-                        "networkProfile": {"networkInterfaceConfigurations": nic_config},
-                    },
-                },
+                "properties": props,
             }),
             0,
         );
         for i in 0..ss.instances {
-            add_scale_set_instance(store, &ss_id, u64::from(i), &ss.power_state, ss.public_ips)?;
+            if flexible {
+                add_flex_vm(store, &ss_id, u64::from(i), &ss.power_state, ss.public_ips)?;
+            } else {
+                add_scale_set_instance(store, &ss_id, u64::from(i), &ss.power_state, ss.public_ips)?;
+            }
         }
         Ok(())
     }
@@ -530,8 +548,128 @@ pub fn add_scale_set_instance(
     Ok(vm_id)
 }
 
-/// The instance ids of a scale set.
+/// Whether the scale set is in Flexible orchestration mode.
+pub fn is_flexible(store: &Store, ss_id: &str) -> bool {
+    store
+        .get(ss_id)
+        .and_then(|r| {
+            r.body
+                .pointer("/properties/orchestrationMode")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .is_some_and(|m| m.eq_ignore_ascii_case("Flexible"))
+}
+
+/// The resource-group id of a resource id.
+fn rg_of(id: &str) -> &str {
+    let lower = id.to_ascii_lowercase();
+    match lower.find("/providers/") {
+        Some(i) => &id[..i],
+        None => id,
+    }
+}
+
+/// A flexible scale set's VMs: `(index, VM id)`, by index (VM names are `<scale set>_<index as 8 hex>`).
+pub fn flex_vms(store: &Store, ss_id: &str) -> Vec<(u64, String)> {
+    let prefix = format!(
+        "{}/providers/microsoft.compute/virtualmachines/",
+        rg_of(ss_id).to_ascii_lowercase()
+    );
+    let ss_name = ss_id.rsplit('/').next().unwrap_or_default().to_ascii_lowercase();
+    let mut out: Vec<(u64, String)> = store
+        .all()
+        .filter(|r| r.id.to_ascii_lowercase().starts_with(&prefix))
+        .filter(|r| {
+            r.body
+                .pointer("/properties/virtualMachineScaleSet/id")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.eq_ignore_ascii_case(ss_id))
+        })
+        .filter_map(|r| {
+            let name = r.id.rsplit('/').next()?.to_ascii_lowercase();
+            let hex = name.strip_prefix(&format!("{ss_name}_"))?;
+            Some((u64::from_str_radix(hex, 16).ok()?, r.id.clone()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Adds VM `index` of a flexible scale set from its model: `<scale set>_<index as 8 hex>`, computer name
+/// prefix + base 36, its own NIC `<vm>-nic` (with the model's backend pools), zone round robin.
+pub fn add_flex_vm(store: &mut Store, ss_id: &str, index: u64, power: &str, public_ip: bool) -> Result<String, String> {
+    let ss = store
+        .get(ss_id)
+        .ok_or_else(|| format!("scale set {ss_id} not found"))?
+        .body
+        .clone();
+    let ss_name = ss_id.rsplit('/').next().unwrap_or_default().to_string();
+    let location = ss.get("location").cloned().unwrap_or(json!("eastus"));
+    let prefix = str_at(
+        &ss,
+        &["properties", "virtualMachineProfile", "osProfile", "computerNamePrefix"],
+    )
+    .unwrap_or(&ss_name)
+    .to_string();
+    let zones: Vec<Value> = ss.get("zones").and_then(Value::as_array).cloned().unwrap_or_default();
+    let size = ss.pointer("/sku/name").cloned().unwrap_or(json!("Standard_D2s_v3"));
+    let ipc_model = ss
+        .pointer("/properties/virtualMachineProfile/networkProfile/networkInterfaceConfigurations/0/properties/ipConfigurations/0/properties")
+        .cloned()
+        .unwrap_or(json!({}));
+    let subnet = ipc_model
+        .pointer("/subnet/id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("scale set {ss_id} has no subnet in its network profile"))?
+        .to_string();
+    let rg = rg_of(ss_id).to_string();
+    let vm_name = format!("{ss_name}_{index:08x}");
+    let vm_id = format!("{rg}/providers/Microsoft.Compute/virtualMachines/{vm_name}");
+    if store.get(&vm_id).is_some() {
+        return Err(format!("VM {vm_id} already exists"));
+    }
+    let nic_id = format!("{rg}/providers/Microsoft.Network/networkInterfaces/{vm_name}-nic");
+    let ip = allocate(store, &subnet)?;
+    let mut ipc = json!({"name": "ipconfig1", "properties": {"primary": true, "privateIPAddress": ip, "privateIPAllocationMethod": "Dynamic", "privateIPAddressVersion": "IPv4", "subnet": {"id": subnet}}});
+    if let Some(pools) = ipc_model
+        .get("loadBalancerBackendAddressPools")
+        .filter(|p| p.as_array().is_some_and(|a| !a.is_empty()))
+    {
+        ipc["properties"]["loadBalancerBackendAddressPools"] = pools.clone();
+    }
+    if public_ip {
+        let pip_id = format!("{rg}/providers/Microsoft.Network/publicIPAddresses/{vm_name}-pip");
+        let addr = store.allocate_public_ip();
+        store.put(&pip_id, "Microsoft.Network/publicIPAddresses", json!({"location": location, "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static", "ipAddress": addr.to_string()}}), 0);
+        ipc["properties"]["publicIPAddress"] = json!({"id": pip_id});
+    }
+    let ipcs = with_ipv6(store, &subnet, ipc);
+    store.put(&nic_id, "Microsoft.Network/networkInterfaces", json!({"location": location, "properties": {"primary": true, "ipConfigurations": ipcs, "virtualMachine": {"id": vm_id}, "provisioningState": "Succeeded"}}), 0);
+    let mut body = json!({
+        "location": location,
+        "properties": {
+            "vmId": format!("{:032x}", rand::random::<u128>()),
+            "virtualMachineScaleSet": {"id": ss_id},
+            "hardwareProfile": {"vmSize": size},
+            "osProfile": {"computerName": format!("{prefix}{}", base36_suffix(index)), "adminUsername": "azureuser"},
+            "networkProfile": {"networkInterfaces": [{"id": nic_id, "properties": {"primary": true}}]},
+            "provisioningState": "Succeeded",
+            "instanceView": instance_view((index % 3) as u32, power),
+        },
+    });
+    if !zones.is_empty() {
+        body["zones"] = json!([zones[(index as usize) % zones.len()].clone()]);
+    }
+    store.put(&vm_id, "Microsoft.Compute/virtualMachines", body, 0);
+    Ok(vm_id)
+}
+
+/// The instance ids of a scale set (a flexible one's: its VMs' indexes).
 pub fn instance_ids(store: &Store, ss_id: &str) -> Vec<u64> {
+    if is_flexible(store, ss_id) {
+        return flex_vms(store, ss_id).into_iter().map(|(i, _)| i).collect();
+    }
     let mut ids: Vec<u64> = store
         .list(&format!("{ss_id}/virtualMachines"))
         .iter()
@@ -557,9 +695,14 @@ fn set_capacity(store: &mut Store, ss_id: &str) {
 /// the capacity follows.
 pub fn scale_out(store: &mut Store, ss_id: &str, count: u64) -> Result<Vec<String>, String> {
     let next = instance_ids(store, ss_id).last().map_or(0, |m| m + 1);
+    let flexible = is_flexible(store, ss_id);
     let mut added = Vec::new();
     for id in next..next + count {
-        added.push(add_scale_set_instance(store, ss_id, id, "running", false)?);
+        added.push(if flexible {
+            add_flex_vm(store, ss_id, id, "running", false)?
+        } else {
+            add_scale_set_instance(store, ss_id, id, "running", false)?
+        });
     }
     set_capacity(store, ss_id);
     Ok(added)
@@ -568,10 +711,16 @@ pub fn scale_out(store: &mut Store, ss_id: &str, count: u64) -> Result<Vec<Strin
 /// Removes `count` instances, highest instance ids first (Azure's default scale-in order within a zone
 /// balance); the capacity follows.
 pub fn scale_in(store: &mut Store, ss_id: &str, count: u64) -> Result<Vec<String>, String> {
-    let ids = instance_ids(store, ss_id);
+    let vms: Vec<String> = if is_flexible(store, ss_id) {
+        flex_vms(store, ss_id).into_iter().map(|(_, id)| id).collect()
+    } else {
+        instance_ids(store, ss_id)
+            .into_iter()
+            .map(|id| format!("{ss_id}/virtualMachines/{id}"))
+            .collect()
+    };
     let mut removed = Vec::new();
-    for id in ids.iter().rev().take(usize::try_from(count).unwrap_or(usize::MAX)) {
-        let vm = format!("{ss_id}/virtualMachines/{id}");
+    for vm in vms.into_iter().rev().take(usize::try_from(count).unwrap_or(usize::MAX)) {
         remove_vm(store, &vm)?;
         removed.push(vm);
     }
@@ -600,6 +749,13 @@ pub fn remove_vm(store: &mut Store, vm_id: &str) -> Result<(), String> {
         .filter(|_| lower.contains("/virtualmachinescalesets/"))
     {
         set_capacity(store, &vm_id[..i]);
+    }
+    // A flexible scale set's VM: its scale set's capacity follows too.
+    if let Some(ss) = vm
+        .pointer("/properties/virtualMachineScaleSet/id")
+        .and_then(Value::as_str)
+    {
+        set_capacity(store, ss);
     }
     Ok(())
 }

@@ -27,9 +27,21 @@ async fn start(opts: SimOptions) -> T {
         .use_rustls_tls()
         .build()
         .unwrap();
+    let tenant = sim.options().tenant_id.clone();
+    let (status, token) = client_credentials(&sim, &http, &tenant).await;
+    assert_eq!(status, 200);
+    T { sim, http, token }
+}
+
+/// A client-credentials token of `tenant` (status, access token).
+async fn sign_in(t: &T, tenant: &str) -> (StatusCode, String) {
+    client_credentials(&t.sim, &t.http, tenant).await
+}
+
+async fn client_credentials(sim: &AzureSim, http: &Client, tenant: &str) -> (StatusCode, String) {
     let o = sim.options().clone();
     let resp = http
-        .post(format!("{}/{}/oauth2/v2.0/token", sim.url(), o.tenant_id))
+        .post(format!("{}/{tenant}/oauth2/v2.0/token", sim.url()))
         .form(&[
             ("grant_type", "client_credentials"),
             ("client_id", o.client_id.as_str()),
@@ -39,12 +51,9 @@ async fn start(opts: SimOptions) -> T {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
-    let token = resp.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    T { sim, http, token }
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, v["access_token"].as_str().unwrap_or_default().to_string())
 }
 
 impl T {
@@ -1161,4 +1170,79 @@ async fn one_public_ip_serves_one_frontend() {
         .push(second);
     let (s, _, v) = t.put(&t.net("loadBalancers/kubernetes"), body).await;
     assert_eq!((s.as_u16(), code(&v)), (400, "PublicIPAddressInUse"), "{v}");
+}
+
+#[tokio::test]
+async fn a_subscription_in_another_tenant_needs_its_tokens() {
+    let t = start(SimOptions::default()).await;
+    let (net_sub, net_tenant) = (
+        "33333333-0000-0000-0000-000000000003",
+        "00000000-0000-0000-0000-0000000000b2",
+    );
+    assert_eq!(
+        sign_in(&t, net_tenant).await.0,
+        StatusCode::BAD_REQUEST,
+        "unknown tenant"
+    );
+    t.sim.set_subscription_tenant(net_sub, net_tenant);
+    let (status, net_token) = sign_in(&t, net_tenant).await;
+    assert_eq!(status, StatusCode::OK);
+    let rg = t.sim.cluster().resource_group.clone();
+    let net_rg = format!("/subscriptions/{net_sub}/resourceGroups/{rg}");
+    t.sim.with_store(|s, _| {
+        s.put(
+            &net_rg,
+            "Microsoft.Resources/resourceGroups",
+            json!({"location": "eastus"}),
+            0,
+        );
+    });
+    let lb_path = format!("{net_rg}/providers/Microsoft.Network/loadBalancers/lb");
+    // The cluster tenant's token does not open the other tenant's subscription.
+    let (s, v) = t.get(&lb_path, NET).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "InvalidAuthenticationTokenTenant"),
+        "{v}"
+    );
+    // Its own token does; the LB (with a pool) is created there, its LRO polled with the same token.
+    let auth = format!("Bearer {net_token}");
+    let lb = json!({"location": "eastus", "sku": {"name": "Standard"}, "properties": {"backendAddressPools": [{"name": "pool"}]}});
+    let r = t
+        .http
+        .put(format!("{}{lb_path}?api-version={NET}", t.sim.url()))
+        .bearer_auth(&net_token)
+        .json(&lb)
+        .send()
+        .await
+        .unwrap();
+    let (s, h) = (r.status(), r.headers().clone());
+    assert!(s.is_success(), "{s} {}", r.text().await.unwrap());
+    if let Some(op) = h.get("azure-asyncoperation").and_then(|x| x.to_str().ok()) {
+        assert!(
+            op.contains(net_sub),
+            "the operation is under the LB's subscription: {op}"
+        );
+    }
+    // A NIC of the cluster tenant joining that pool: refused without the auxiliary token, accepted with it.
+    let pool_id = format!("{lb_path}/backendAddressPools/pool");
+    let nic = json!({"location": "eastus", "properties": {"ipConfigurations": [{"name": "ipconfig1", "properties": {
+        "primary": true, "subnet": {"id": t.net(&format!("virtualNetworks/{}/subnets/{}", t.sim.cluster().vnet, t.sim.cluster().subnet))}, "loadBalancerBackendAddressPools": [{"id": pool_id}]}}]}});
+    let nic_path = t.net("networkInterfaces/nic-x");
+    let (s, _, v) = t.call(Method::PUT, &nic_path, NET, Some(nic.clone()), &[]).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::FORBIDDEN, "LinkedAuthorizationFailed"),
+        "{v}"
+    );
+    let (s, _, v) = t
+        .call(
+            Method::PUT,
+            &nic_path,
+            NET,
+            Some(nic),
+            &[("x-ms-authorization-auxiliary", auth.as_str())],
+        )
+        .await;
+    assert!(s.is_success(), "{s} {v}");
 }

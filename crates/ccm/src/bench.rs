@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// (a route for every new node). Azure allows 400 routes per table, so at most 400 nodes.
     #[arg(long)]
     pub routes: bool,
+    /// Standard load balancers the Services are spread over (`multipleStandardLoadBalancerConfigurations`
+    /// with entries `kubernetes`, `lb-2`, ...; S11 of the reference at 1,000 Services over 4). Default 1.
+    #[arg(long, default_value_t = 1)]
+    pub load_balancers: u32,
     /// Also write the results as JSON to this file (for plots).
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -95,6 +99,15 @@ struct Ctx {
     peak_rss_kib: u64,
     nodes: Vec<String>,
     services: u32,
+}
+
+/// The `i`-th (from 1) public load balancer of the bench: the cluster's, then `lb-2`, `lb-3`, ...
+fn lb_name(i: u32) -> String {
+    if i == 1 {
+        "kubernetes".into()
+    } else {
+        format!("lb-{i}")
+    }
 }
 
 fn scaled(secs: f64, scale: f64) -> String {
@@ -265,9 +278,18 @@ impl Ctx {
             .count()
     }
 
-    /// More Services than one load balancer's frontends (600 in Azure) go half on the internal one.
+    /// More Services than the public load balancers' frontends (600 each in Azure) go half on the internal one.
     fn internal(&self, i: u32) -> bool {
-        self.services > SERVICES_PER_LB && i % 2 == 1
+        self.services > SERVICES_PER_LB * self.lb_count() && i % 2 == 1
+    }
+
+    fn lb_count(&self) -> u32 {
+        self.args.load_balancers.max(1)
+    }
+
+    /// The public load balancers' names (`multipleStandardLoadBalancerConfigurations` when more than one).
+    fn lb_names(&self) -> Vec<String> {
+        (1..=self.lb_count()).map(lb_name).collect()
     }
 
     /// The fewest ARM writes that create (or delete) Services `range`: a public IP per external one, one
@@ -275,7 +297,7 @@ impl Ctx {
     fn minimum_writes(&self, range: std::ops::Range<u32>) -> usize {
         let internal = range.clone().filter(|i| self.internal(*i)).count();
         let external = range.len() - internal;
-        external + usize::from(external > 0) + usize::from(internal > 0) + 1
+        external + external.min(self.lb_count() as usize) + usize::from(internal > 0) + 1
     }
 
     fn create_service(&self, i: u32) -> Result<(), String> {
@@ -303,19 +325,43 @@ impl Ctx {
             .collect()
     }
 
-    fn lb(&self) -> Option<Value> {
-        self.sim
-            .resource(&self.sim.cluster().id("Microsoft.Network", "loadBalancers/kubernetes"))
+    fn lb(&self, name: &str) -> Option<Value> {
+        self.sim.resource(
+            &self
+                .sim
+                .cluster()
+                .id("Microsoft.Network", &format!("loadBalancers/{name}")),
+        )
     }
 
+    /// Nodes in the public load balancers' pools (each node is in one).
     fn pool_size(&self) -> usize {
-        self.lb()
-            .and_then(|lb| {
+        self.lb_names()
+            .iter()
+            .filter_map(|n| self.lb(n))
+            .filter_map(|lb| {
                 lb.pointer("/properties/backendAddressPools/0/properties/loadBalancerBackendAddresses")
                     .and_then(Value::as_array)
                     .map(Vec::len)
             })
-            .unwrap_or(0)
+            .sum()
+    }
+
+    /// Per public load balancer: (name, frontends, rules).
+    fn lb_sizes(&self) -> Vec<(String, usize, usize)> {
+        self.lb_names()
+            .into_iter()
+            .map(|n| {
+                let lb = self.lb(&n);
+                let len = |k: &str| {
+                    lb.as_ref()
+                        .and_then(|v| v["properties"][k].as_array().map(Vec::len))
+                        .unwrap_or(0)
+                };
+                let sizes = (len("frontendIPConfigurations"), len("loadBalancingRules"));
+                (n, sizes.0, sizes.1)
+            })
+            .collect()
     }
 
     /// How many entries the network resource `path` has under `properties.<list>` (0 when it is absent).
@@ -429,6 +475,31 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         format!("writes ≤ {} (minimum {min}; got {})", min + 7, p.writes),
         p.writes <= min + 7,
     ));
+    if ctx.lb_count() > 1 {
+        // S11: the Services spread over the load balancers within Azure's limits per LB.
+        let sizes = ctx.lb_sizes();
+        p.notes.push(format!(
+            "S11: frontends/rules per load balancer: {}",
+            sizes
+                .iter()
+                .map(|(n, f, r)| format!("{n} {f}/{r}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let most = sizes.iter().map(|s| s.1).max().unwrap_or(0);
+        let least = sizes.iter().map(|s| s.1).min().unwrap_or(0);
+        let even = (svcs as usize / sizes.len()) / 10 + 1;
+        p.checks.push((
+            format!(
+                "S11: Services spread evenly over {} LBs (frontends {least}..={most}, at most {even} apart)",
+                sizes.len()
+            ),
+            most - least <= even,
+        ));
+        let within = sizes.iter().all(|s| s.1 <= 600 && s.2 <= 1500);
+        p.checks
+            .push(("S11: every LB ≤ 600 frontends and ≤ 1,500 rules".into(), within));
+    }
     ctx.finish(&mut phases, p);
 
     // S5: at rest.
@@ -475,8 +546,9 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         .await?;
         let mut p = ctx.measure(&format!("S4: +{} nodes", added.len()), t);
         let lb_puts = p.by_op.get("PUT Microsoft.Network/loadBalancers").copied().unwrap_or(0);
+        let most = 2 * ctx.lb_count() as usize;
         p.checks
-            .push((format!("LB (pool) PUTs ≤ 2 (got {lb_puts})"), lb_puts <= 2));
+            .push((format!("LB (pool) PUTs ≤ {most} (got {lb_puts})"), lb_puts <= most));
         // New nodes' routes come on top, one route-table PUT per reconcile pass that found some.
         let rt_writes = p.by_op.get("PUT Microsoft.Network/routeTables").copied().unwrap_or(0);
         let writes = p.writes - rt_writes;
@@ -506,7 +578,15 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         let remaining = ctx.kube.list("nodes").len();
         p.checks
             .push((format!("no Node deleted ({remaining} of {total})"), remaining == total));
-        // Node-set change → one LB write; lookups from the instance caches (TTL 600 s): ≤ 2 lists per scale set.
+        // Upstream (k8s.io/cloud-provider's stable node set, KEP-3458): readiness does not change the backend
+        // set, so NotReady nodes stay in the pool and nothing is written; lookups come from the instance
+        // caches (TTL 600 s): ≤ 2 lists per scale set.
+        let pooled = ctx.pool_size();
+        p.checks.push((
+            format!("NotReady nodes stay in the pool, as upstream ({pooled} of {total} pooled)"),
+            pooled == total,
+        ));
+        p.checks.push((format!("writes = 0 (got {})", p.writes), p.writes == 0));
         let lists = p
             .by_op
             .get("GET Microsoft.Compute/virtualMachineScaleSets/virtualMachines")
@@ -520,7 +600,6 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         for d in &down {
             ctx.set_ready(d, true)?;
         }
-        ctx.wait("pool restored", 600.0, |c| c.pool_size() == total).await?;
         ctx.rss();
     }
 
@@ -554,7 +633,7 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         let mut p = ctx.measure(&format!("S1: cold start with {total} nodes and {svcs} Services"), t);
         p.checks.push((format!("writes = 0 (got {})", p.writes), p.writes == 0));
         // 1 scale-set list, an instance and a NIC list per scale set, LB, NSG, PIP list (+ the route table).
-        let min = 1 + 2 * sets + 3 + usize::from(ctx.with_routes());
+        let min = 1 + 2 * sets + 2 * ctx.lb_count() as usize + 2 + usize::from(ctx.with_routes());
         p.checks.push((
             format!("reads ≤ 2 × minimum {min} (got {})", p.reads),
             p.reads <= 2 * min,
@@ -712,6 +791,10 @@ pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<bool, String> 
         .map_err(|e| e.to_string())?;
     v["useInstanceMetadata"] = false.into();
     v["loadBalancerBackendPoolConfigurationType"] = json!("nodeIP");
+    if args.load_balancers > 1 {
+        v["multipleStandardLoadBalancerConfigurations"] =
+            (1..=args.load_balancers).map(|i| json!({"name": lb_name(i)})).collect();
+    }
     for (key, secs) in [
         ("vmCacheTTLInSeconds", 60.0),
         ("vmssCacheTTLInSeconds", 600.0),
@@ -747,8 +830,9 @@ pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<bool, String> 
     }
     let _ = writeln!(
         out,
-        "# CCM benchmark: {} nodes in {sets} scale sets, {services} Services; latency {} ms/call, LRO {} ms (simulated); time scale {s}×; throttling model on; nodeIP pools\n",
+        "# CCM benchmark: {} nodes in {sets} scale sets, {services} Services over {} standard load balancer(s); latency {} ms/call, LRO {} ms (simulated); time scale {s}×; throttling model on; nodeIP pools\n",
         names.len(),
+        args.load_balancers.max(1),
         args.latency_ms,
         args.lro_ms
     );

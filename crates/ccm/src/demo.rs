@@ -225,9 +225,11 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
             workers: 10,
             metrics: Default::default(),
             node_sync_period: crate::service::NODE_SYNC_PERIOD,
+            labels_matter: false,
         },
         kube::runtime::events::Recorder::new(client.clone(), crate::service::COMPONENT.into()),
         nodes.clone(),
+        None,
     )));
     let service = serde_json::json!({
         "metadata": {"name": "hello", "namespace": "default"},

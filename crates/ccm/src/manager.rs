@@ -311,6 +311,7 @@ pub async fn run(opts: &Options) -> Result<(), String> {
             workers: usize::try_from(opts.concurrent_service_syncs).unwrap_or(1).max(1),
             metrics: controller_metrics.clone(),
             node_sync_period,
+            labels_matter: cloud.load_balancers().needs_service_labels(),
         });
     // Without leader election the sender lives as long as the manager: `changed()` then never fires.
     let (_always_leading, not_elected) = tokio::sync::watch::channel(true);
@@ -385,10 +386,19 @@ pub async fn run(opts: &Options) -> Result<(), String> {
                     .set_event_sink(Arc::new(crate::service::RecorderSink(
                         kube::runtime::events::Recorder::new(client.clone(), "azure-cloud-provider".into()),
                     )));
+                // serviceNamespaceSelector (multiple standard LBs): the provider reads namespace labels from a
+                // Namespace cache the service controller keeps.
+                let namespaces = cloud.load_balancers().needs_namespace_labels().then(|| {
+                    let (store, writer) = kube::runtime::reflector::store::<k8s_openapi::api::core::v1::Namespace>();
+                    cloud
+                        .load_balancers()
+                        .set_namespace_labels(Arc::new(crate::service::NamespaceStore(store.clone())));
+                    (store, writer)
+                });
                 let lb: Arc<dyn azure_cloud::provider::LoadBalancer> = cloud.clone();
                 tasks.spawn(
                     "service",
-                    crate::service::run(client.clone(), lb, ss, recorder, nodes.clone()),
+                    crate::service::run(client.clone(), lb, ss, recorder, nodes.clone(), namespaces),
                 );
             }
             tracing::info!(count = tasks.len(), "controllers started");

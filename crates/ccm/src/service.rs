@@ -5,18 +5,18 @@
 //! deleted or changed to another type has its load balancer removed (`EnsureLoadBalancerDeleted`), its
 //! status cleared and the finalizer removed. Events use upstream's reasons. Failures are retried per
 //! Service with exponential backoff from 5 s to 300 s. A change of the backend node set (a node added or
-//! removed, readiness, the exclusion label) calls `UpdateLoadBalancer` for every LoadBalancer Service; the
+//! removed, the exclusion label, the autoscaler's deletion taint; not readiness, as upstream since KEP-3458)
+//! calls `UpdateLoadBalancer` for every LoadBalancer Service; the
 //! node set is also re-synced every 100 s. Services are reconciled by `--concurrent-service-syncs` workers
 //! at once: the provider group-commits their writes, so concurrency costs no extra ARM writes.
 
-use crate::controllers::is_ready;
 use crate::informer::NodeInformer;
 use crate::runtime::{contain, retry_delay, Backoff};
 use azure_cloud::loadbalancer::backends::EXCLUDE_LABEL;
 use azure_cloud::loadbalancer::service::EventSink;
 use azure_cloud::provider::{CloudError, LoadBalancer};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, Service};
+use k8s_openapi::api::core::v1::{LoadBalancerStatus, Namespace, Node, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -46,6 +46,9 @@ pub struct ServiceSettings {
     pub metrics: crate::metrics::ControllerMetrics,
     /// `--node-sync-period`.
     pub node_sync_period: Duration,
+    /// The provider chooses load balancers by Service labels (`serviceLabelSelector`): a label change is a
+    /// change to ensure (otherwise labels are not looked at, as upstream).
+    pub labels_matter: bool,
 }
 
 /// A work queue with per-key de-duplication: a key is processed by one worker at a time; a key added while
@@ -221,18 +224,53 @@ fn current_ingress(s: &Service) -> Vec<String> {
     ingress_ips(s.status.as_ref().and_then(|st| st.load_balancer.as_ref()))
 }
 
-/// What decides whether a Service must be ensured again: uid, spec and annotations.
-fn fingerprint(s: &Service) -> String {
-    json!([s.metadata.uid, s.spec, s.metadata.annotations]).to_string()
+/// What decides whether a Service must be ensured again: uid, spec and annotations; its labels when the
+/// provider selects load balancers by them, and its namespace's labels when those are watched.
+fn fingerprint(
+    s: &Service,
+    labels_matter: bool,
+    namespace_labels: Option<&std::collections::BTreeMap<String, String>>,
+) -> String {
+    let labels = labels_matter.then_some(&s.metadata.labels);
+    json!([s.metadata.uid, s.spec, s.metadata.annotations, labels, namespace_labels]).to_string()
 }
 
-/// The nodes a load balancer should send traffic to: Ready, not marked for exclusion; each reduced to what
+/// Namespace labels from the controller's Namespace cache, for the provider's `serviceNamespaceSelector`.
+pub struct NamespaceStore(pub Store<Namespace>);
+
+impl azure_cloud::loadbalancer::service::NamespaceLabels for NamespaceStore {
+    fn labels(&self, namespace: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        self.0
+            .get(&ObjectRef::new(namespace))
+            .map(|ns| ns.metadata.labels.clone().unwrap_or_default())
+    }
+}
+
+/// The Namespace cache of the service controller (only when the provider selects Services by namespace
+/// labels): the store the provider reads and the writer the controller's watch fills.
+pub type NamespaceCache = (Store<Namespace>, reflector::store::Writer<Namespace>);
+
+/// The cluster autoscaler's taint on a node it is about to delete.
+pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// The nodes a load balancer should send traffic to — k8s.io/cloud-provider's stable node set (KEP-3458,
+/// the only behaviour since Kubernetes 1.30): not being deleted, not labelled for exclusion, not tainted for
+/// deletion by the cluster autoscaler. Readiness is not a criterion: a NotReady node stays in the pools (the
+/// health probes take it out of rotation), so a flapping node costs no ARM write. Each node is reduced to what
 /// the provider reads (name, uid, labels, deletion, provider ID, addresses), so the shared list costs about
 /// 1 KiB per node instead of a full Node's images, conditions and capacity.
 pub fn backend_nodes(nodes: &[Arc<Node>]) -> Vec<Node> {
     let mut out: Vec<Node> = nodes
         .iter()
-        .filter(|n| is_ready(n) && !n.labels().contains_key(EXCLUDE_LABEL))
+        .filter(|n| {
+            n.metadata.deletion_timestamp.is_none()
+                && !n.labels().contains_key(EXCLUDE_LABEL)
+                && !n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .is_some_and(|t| t.iter().any(|t| t.key == TO_BE_DELETED_TAINT))
+        })
         .map(|n| slim(n))
         .collect();
     out.sort_by_key(|n| n.name_any());
@@ -303,6 +341,8 @@ struct Controller {
     /// Bumped on every node event; the backend list is recomputed when it changes.
     node_generation: std::sync::atomic::AtomicU64,
     backends: Mutex<Option<(u64, Arc<Vec<Node>>)>>,
+    /// Namespaces, when the provider selects Services by namespace labels.
+    namespaces: Option<Store<Namespace>>,
 }
 
 impl Controller {
@@ -421,7 +461,13 @@ impl Controller {
             tracing::info!(service = %key, "load balancer deleted");
             return Ok(());
         }
-        let fp = fingerprint(&svc);
+        let ns_labels = self.namespaces.as_ref().map(|store| {
+            store
+                .get(&ObjectRef::new(&svc.namespace().unwrap_or_default()))
+                .and_then(|ns| ns.metadata.labels.clone())
+                .unwrap_or_default()
+        });
+        let fp = fingerprint(&svc, self.settings.labels_matter, ns_labels.as_ref());
         // Invalid input already reported for exactly this Service: nothing to retry until it changes.
         if self.invalid.lock().unwrap_or_else(|p| p.into_inner()).get(key) == Some(&fp) {
             return Ok(());
@@ -670,8 +716,13 @@ pub async fn run(
     settings: ServiceSettings,
     recorder: Recorder,
     nodes: NodeInformer,
+    namespaces: Option<NamespaceCache>,
 ) {
     let (services, svc_writer) = reflector::store::<Service>();
+    let (ns_store, ns_writer) = match namespaces {
+        Some((store, writer)) => (Some(store), Some(writer)),
+        None => (None, None),
+    };
     let ctl = Arc::new(Controller {
         client: client.clone(),
         lb,
@@ -684,6 +735,7 @@ pub async fn run(
         synced: Mutex::new(HashMap::new()),
         node_generation: std::sync::atomic::AtomicU64::new(0),
         backends: Mutex::new(None),
+        namespaces: ns_store.clone(),
         settings,
     });
     let node_changed = Arc::new(Notify::new());
@@ -705,6 +757,32 @@ pub async fn run(
             }
         }
     };
+    // A namespace's labels changed: its Services may belong on another load balancer now.
+    let feed_namespaces = {
+        let ctl = ctl.clone();
+        let client = client.clone();
+        async move {
+            let Some(writer) = ns_writer else { return };
+            let mut s = watcher(Api::<Namespace>::all(client), watcher::Config::default())
+                .default_backoff()
+                .reflect(writer)
+                .touched_objects()
+                .boxed();
+            while let Some(ev) = s.next().await {
+                match ev {
+                    Ok(ns) => {
+                        let name = ns.name_any();
+                        for svc in ctl.services.state() {
+                            if svc.namespace().as_deref() == Some(name.as_str()) && wants_load_balancer(&svc) {
+                                ctl.queue.add(key_of(&svc));
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "namespace watch failed; retrying"),
+                }
+            }
+        }
+    };
     let feed_nodes = {
         let changed = node_changed.clone();
         let ctl = ctl.clone();
@@ -720,6 +798,9 @@ pub async fn run(
         let ctl = ctl.clone();
         async move {
             let _ = services.wait_until_ready().await;
+            if let Some(ns) = &ns_store {
+                let _ = ns.wait_until_ready().await;
+            }
             ctl.nodes.ready().await;
             // The workers belong to this future: aborting the controller (lease lost) aborts them.
             let mut workers = tokio::task::JoinSet::new();
@@ -739,7 +820,7 @@ pub async fn run(
         let ctl = ctl.clone();
         async move { ctl.queue.run_timers().await }
     };
-    tokio::join!(feed_services, feed_nodes, timers, start_workers);
+    tokio::join!(feed_services, feed_namespaces, feed_nodes, timers, start_workers);
 }
 
 #[cfg(test)]
@@ -796,7 +877,7 @@ mod tests {
     }
 
     #[test]
-    fn backends_are_ready_and_not_excluded() {
+    fn backends_are_the_stable_node_set() {
         let node = |name: &str, ready: &str, excluded: bool| {
             let mut n: Node = serde_json::from_value(json!({
                 "metadata": {"name": name, "annotations": {"big": "x".repeat(100)}},
@@ -811,14 +892,28 @@ mod tests {
             }
             Arc::new(n)
         };
+        let mut deleting = (*node("e", "True", false)).clone();
+        deleting.metadata.deletion_timestamp = serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap();
+        let mut draining = (*node("f", "True", false)).clone();
+        draining.spec.get_or_insert_with(Default::default).taints = Some(vec![k8s_openapi::api::core::v1::Taint {
+            key: TO_BE_DELETED_TAINT.into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        }]);
         let got = backend_nodes(&[
             node("b", "True", false),
             node("a", "True", false),
             node("c", "False", false),
             node("d", "True", true),
+            Arc::new(deleting),
+            Arc::new(draining),
         ]);
         let names: Vec<String> = got.iter().map(|n| n.name_any()).collect();
-        assert_eq!(names, ["a", "b"]);
+        assert_eq!(
+            names,
+            ["a", "b", "c"],
+            "NotReady c stays; excluded, deleting and draining nodes go"
+        );
         // Only what the provider reads is kept.
         let a = &got[0];
         assert_eq!(

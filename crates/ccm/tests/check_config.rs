@@ -36,7 +36,6 @@ fn values_the_runtime_cannot_honour_are_refused_with_the_key() {
             r#"{"useInstanceMetadata": true, "cloudProviderRateLimit": true, "cloudProviderRateLimitQPS": 1e-300}"#,
             "cloudProviderRateLimit",
         ),
-        (r#"{"useInstanceMetadata": true, "vmType": "vmssflex"}"#, "vmType"),
         (
             r#"{"useInstanceMetadata": true, "loadBalancerSku": "service"}"#,
             "loadBalancerSku",

@@ -3,31 +3,14 @@
 //! (5xx, 429, 412) injected throughout.
 
 mod common;
-use common::{eventually, free_port, Ccm};
+use common::{eventually, free_port, ingress, lb, Ccm};
 
 use azure_sim::faults::{FaultKind, FaultRule};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::process::Stdio;
 use std::time::Duration;
-
-fn ingress(s: &Service) -> Vec<String> {
-    s.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .map(|i| i.iter().filter_map(|x| x.ip.clone()).collect())
-        .unwrap_or_default()
-}
-
-fn lb(sim: &azure_sim::AzureSim, name: &str) -> Option<Value> {
-    let c = sim.cluster();
-    sim.resource(&format!(
-        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/loadBalancers/{name}",
-        c.subscription, c.resource_group
-    ))
-}
 
 fn leftovers(sim: &azure_sim::AzureSim) -> Vec<String> {
     let c = sim.cluster().clone();
@@ -71,26 +54,7 @@ async fn load_balancer_service_lifecycle_through_arm_faults() {
         client,
     } = common::env(json!({"cloudProviderBackoff": true, "cloudProviderBackoffDuration": 1})).await;
     let nodes: Api<Node> = Api::all(client.clone());
-    for n in [
-        "k8s-pool1-vmss000000",
-        "k8s-pool1-vmss000001",
-        "k8s-pool1-vmss000002",
-        "k8s-pool2-0",
-        "k8s-pool2-1",
-    ] {
-        let node: Node = serde_json::from_value(json!({"metadata": {"name": n},
-            "spec": {"taints": [{"key": "node.cloudprovider.kubernetes.io/uninitialized", "value": "true", "effect": "NoSchedule"}]}}))
-        .unwrap();
-        nodes.create(&PostParams::default(), &node).await.unwrap();
-        nodes
-            .patch_status(
-                n,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
-            )
-            .await
-            .unwrap();
-    }
+    common::add_ready_nodes(&client, &common::DEFAULT_NODES).await;
     // Faults on every ARM write path the service controller uses.
     sim.set_faults(vec![
         FaultRule {

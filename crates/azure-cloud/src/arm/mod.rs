@@ -70,12 +70,23 @@ pub async fn connect(cfg: &CloudConfig, env: EnvLookup<'_>) -> Result<Connection
         .ok_or_else(|| ConnectError::Endpoint(environment.resource_manager_endpoint.clone()))?;
     let mut settings = ArmSettings::new(endpoint, environment.arm_scope());
     settings.retry = RetryPolicy::from_config(cfg);
-    let arm = Arc::new(ArmClient::new(
-        http.clone(),
-        settings,
-        credential,
-        RateLimiters::from_config(cfg),
-    ));
+    let mut client = ArmClient::new(http.clone(), settings, credential, RateLimiters::from_config(cfg));
+    if cfg.uses_network_tenant() {
+        // The same service principal, authenticated in the network tenant.
+        let mut network_cfg = cfg.clone();
+        network_cfg.tenant_id = cfg.network_resource_tenant_id.clone();
+        let network_tokens = Credential::from_config(&network_cfg, &environment, http.clone(), env)?;
+        client = client.with_cross_tenant(pipeline::CrossTenant {
+            network_subscription: cfg.network_resource_subscription_id.clone(),
+            network_tokens,
+        });
+        tracing::info!(
+            network_tenant = %cfg.network_resource_tenant_id,
+            network_subscription = %cfg.network_resource_subscription_id,
+            "network resources in another tenant: its tokens for the network subscription, auxiliary tokens for the rest"
+        );
+    }
+    let arm = Arc::new(client);
     let clients = AzureClients::new(arm.clone(), cfg.subscription_id.clone());
     tracing::info!(
         cloud = %environment.name,

@@ -38,6 +38,29 @@ impl TokenSource for Credential {
     }
 }
 
+/// Network resources in another tenant (`networkResourceTenantID`), as upstream: requests to the network
+/// subscription carry that tenant's token; every other request carries the cluster tenant's token and the
+/// network tenant's in `x-ms-authorization-auxiliary` (ARM needs it when a body links a resource of the
+/// other tenant: a NIC or scale set joining a backend pool there).
+#[derive(Debug, Clone)]
+pub struct CrossTenant {
+    /// `networkResourceSubscriptionID`.
+    pub network_subscription: String,
+    /// Tokens of `networkResourceTenantID` (the same service principal).
+    pub network_tokens: Arc<dyn TokenSource>,
+}
+
+/// The `{sub}` of a `/subscriptions/{sub}/...` path ("" when there is none).
+fn subscription_of(path: &str) -> &str {
+    let mut segs = path.split('/');
+    while let Some(s) = segs.next() {
+        if s.eq_ignore_ascii_case("subscriptions") {
+            return segs.next().unwrap_or_default();
+        }
+    }
+    ""
+}
+
 /// A token obtained elsewhere (an embedding program's own credential flow).
 #[derive(Debug, Clone)]
 pub struct StaticToken(pub Secret);
@@ -223,6 +246,7 @@ pub struct ArmClient {
     gates: ThrottleGates,
     limiters: RateLimiters,
     metrics: Arc<ArmMetrics>,
+    cross_tenant: Option<CrossTenant>,
 }
 
 fn err_fields(body: &[u8]) -> (String, String) {
@@ -283,6 +307,24 @@ impl ArmClient {
             tokens,
             limiters,
             metrics: Arc::new(ArmMetrics::default()),
+            cross_tenant: None,
+        }
+    }
+
+    /// Network resources in another tenant: see [`CrossTenant`].
+    pub fn with_cross_tenant(mut self, cross_tenant: CrossTenant) -> Self {
+        self.cross_tenant = Some(cross_tenant);
+        self
+    }
+
+    /// The token source of a request's URL, and the auxiliary one (see [`CrossTenant`]).
+    fn token_sources(&self, url: &Url) -> (&dyn TokenSource, Option<&dyn TokenSource>) {
+        match &self.cross_tenant {
+            Some(ct) if subscription_of(url.path()).eq_ignore_ascii_case(&ct.network_subscription) => {
+                (ct.network_tokens.as_ref(), None)
+            }
+            Some(ct) => (self.tokens.as_ref(), Some(ct.network_tokens.as_ref())),
+            None => (self.tokens.as_ref(), None),
         }
     }
 
@@ -459,20 +501,32 @@ impl ArmClient {
                 retry_after: wait,
             }));
         }
-        let token = match self.tokens.token(&self.settings.scope).await {
+        let (primary, auxiliary) = self.token_sources(url);
+        let auth_failed = |e: AuthError| {
+            Attempt::Done(Err(ArmError::Auth {
+                operation: operation.clone(),
+                resource: resource.clone(),
+                reason: e.to_string(),
+            }))
+        };
+        let token = match primary.token(&self.settings.scope).await {
             Ok(t) => t,
-            Err(e) => {
-                return Attempt::Done(Err(ArmError::Auth {
-                    operation,
-                    resource,
-                    reason: e.to_string(),
-                }))
-            }
+            Err(e) => return auth_failed(e),
         };
         let mut rb = match self.authorized(req.method.clone(), url, &token, &operation) {
             Ok(rb) => rb.header("x-ms-client-request-id", uuid_v4()),
             Err(e) => return Attempt::Done(Err(e)),
         };
+        if let Some(aux) = auxiliary {
+            let t = match aux.token(&self.settings.scope).await {
+                Ok(t) => t,
+                Err(e) => return auth_failed(e),
+            };
+            if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", t.expose())) {
+                v.set_sensitive(true);
+                rb = rb.header("x-ms-authorization-auxiliary", v);
+            }
+        }
         if let Some(body) = &req.body {
             rb = rb.header("content-type", "application/json").body(body.clone());
         }
@@ -548,7 +602,11 @@ impl ArmClient {
         match status {
             401 if !*reauthenticated => {
                 *reauthenticated = true;
-                self.tokens.invalidate().await;
+                let (primary, auxiliary) = self.token_sources(url);
+                primary.invalidate().await;
+                if let Some(aux) = auxiliary {
+                    aux.invalidate().await;
+                }
                 Attempt::Again
             }
             404 => Attempt::Done(Err(ArmError::NotFound {

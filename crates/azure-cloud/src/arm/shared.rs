@@ -11,10 +11,14 @@ use tokio::time::Instant;
 /// Read-modify-write attempts per batch: a 412 (someone else wrote) costs a re-read and another attempt.
 pub const MAX_ATTEMPTS: usize = 3;
 
+/// A copy (`None`: the resource is known absent) and when it was taken.
+type Taken<T> = (Option<Arc<T>>, Instant);
+
 /// The cached copy of one shared resource.
 #[derive(Debug)]
 pub struct SharedCopy<T> {
-    slot: Mutex<Option<(Option<Arc<T>>, Instant)>>,
+    /// The copy, and the version (bumped by every change of the slot).
+    slot: Mutex<(Option<Taken<T>>, u64)>,
     ttl: Duration,
 }
 
@@ -22,7 +26,7 @@ impl<T> SharedCopy<T> {
     /// An empty copy with the resource type's TTL (e.g. `loadBalancerCacheTTLInSeconds`).
     pub fn new(ttl: Duration) -> Self {
         Self {
-            slot: Mutex::new(None),
+            slot: Mutex::new((None, 0)),
             ttl,
         }
     }
@@ -36,7 +40,8 @@ impl<T> SharedCopy<T> {
     /// known absent; `None` when there is no copy young enough (read from ARM).
     pub fn get(&self, max_age: Duration) -> Option<Option<Arc<T>>> {
         let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        slot.as_ref()
+        slot.0
+            .as_ref()
             .filter(|(_, at)| at.elapsed() < max_age)
             .map(|(v, _)| v.clone())
     }
@@ -48,12 +53,28 @@ impl<T> SharedCopy<T> {
 
     /// Keeps `v` (what ARM just answered; `None`: the resource does not exist).
     pub fn set(&self, v: Option<Arc<T>>) {
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((v, Instant::now()));
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = (Some((v, Instant::now())), slot.1 + 1);
+    }
+
+    /// The version of the copy: take it before a read, hand it to [`Self::set_read`] after.
+    pub fn version(&self) -> u64 {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// Keeps what a read started at `version` returned, unless the copy changed meanwhile (a write's answer
+    /// that landed while the GET was on its way is newer than the GET: it must not be replaced by it).
+    pub fn set_read(&self, version: u64, v: Option<Arc<T>>) {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.1 == version {
+            *slot = (Some((v, Instant::now())), version + 1);
+        }
     }
 
     /// Forgets the copy: after a 412 (it is stale) or a failed write (the resource's state is unknown).
     pub fn forget(&self) {
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = (None, slot.1 + 1);
     }
 }
 
@@ -127,6 +148,25 @@ pub fn strip_read_only(kind: Kind, v: &mut serde_json::Value) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_that_raced_a_write_does_not_replace_its_answer() {
+        let c = SharedCopy::new(Duration::from_secs(10));
+        let before_get = c.version();
+        c.set(Some(Arc::new("written")));
+        c.set_read(before_get, None);
+        assert_eq!(
+            c.within_ttl(),
+            Some(Some(Arc::new("written"))),
+            "the older GET is dropped"
+        );
+        let v = c.version();
+        c.set_read(v, Some(Arc::new("read")));
+        assert_eq!(c.within_ttl(), Some(Some(Arc::new("read"))), "an unraced GET is kept");
+        c.forget();
+        c.set_read(v, Some(Arc::new("stale")));
+        assert!(c.within_ttl().is_none(), "forgetting counts as a change too");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn copy_expires_with_its_ttl_and_is_forgotten_on_demand() {

@@ -618,6 +618,12 @@ impl CloudConfig {
         report.warnings.extend(tag_warnings);
     }
 
+    /// True when network resources live in another tenant (`networkResourceTenantID` set and different).
+    pub fn uses_network_tenant(&self) -> bool {
+        !self.network_resource_tenant_id.is_empty()
+            && !self.network_resource_tenant_id.eq_ignore_ascii_case(&self.tenant_id)
+    }
+
     /// True for the standard LB SKU.
     pub fn is_standard_sku(&self) -> bool {
         self.sku() == LbSku::Standard

@@ -9,8 +9,11 @@ use std::time::Duration;
 pub enum VmType {
     /// VMs and availability sets.
     Standard,
-    /// Uniform scale sets (and availability-set VMs in mixed clusters).
+    /// Uniform scale sets (and availability-set VMs, and with `enableVmssFlexNodes` flexible scale sets'
+    /// VMs, in mixed clusters).
     Vmss,
+    /// Flexible scale sets (their instances are ordinary VMs).
+    VmssFlex,
 }
 
 /// `loadBalancerSku`.
@@ -70,10 +73,12 @@ fn is(value: &str, name: &str) -> bool {
 }
 
 impl CloudConfig {
-    /// `vmType` (validated: `standard` or `vmss`).
+    /// `vmType` (validated: `standard`, `vmss` or `vmssflex`).
     pub fn vm_kind(&self) -> VmType {
         if is(&self.vm_type, "standard") {
             VmType::Standard
+        } else if is(&self.vm_type, "vmssflex") {
+            VmType::VmssFlex
         } else {
             VmType::Vmss
         }
@@ -145,7 +150,7 @@ mod tests {
     #[test]
     fn every_accepted_value_has_its_variant() {
         let vm: Vec<VmType> = VM_TYPES.iter().map(|v| cfg("vmType", v).vm_kind()).collect();
-        assert_eq!(vm, [VmType::Standard, VmType::Vmss]);
+        assert_eq!(vm, [VmType::Standard, VmType::Vmss, VmType::VmssFlex]);
         let sku: Vec<LbSku> = LB_SKUS.iter().map(|v| cfg("loadBalancerSku", v).sku()).collect();
         assert_eq!(sku, [LbSku::Basic, LbSku::Standard]);
         let pools: Vec<BackendPoolType> = BACKEND_POOL_TYPES

@@ -203,8 +203,8 @@ fn flattened_rate_limit_type_errors_name_the_key_not_the_value() {
 
 #[test]
 fn keys_without_effect_are_warned_by_name() {
-    let (_, report) = parse(&with(r#","disableAPICallCache":true,"enableVmssFlexNodes":true"#)).unwrap();
-    for key in ["disableAPICallCache", "enableVmssFlexNodes"] {
+    let (_, report) = parse(&with(r#","disableAPICallCache":true,"vmssFlexCacheTTLInSeconds":30"#)).unwrap();
+    for key in ["disableAPICallCache", "vmssFlexCacheTTLInSeconds"] {
         assert!(
             report
                 .warnings
@@ -240,7 +240,7 @@ fn validation_errors_table() {
         (
             r#","vmType":"vmsss""#,
             "vmType",
-            r#"vmType "vmsss" is not one of: standard, vmss"#,
+            r#"vmType "vmsss" is not one of: standard, vmss, vmssflex"#,
         ),
         (
             r#","loadBalancerSku":"premium""#,
@@ -248,12 +248,6 @@ fn validation_errors_table() {
             "is not one of: basic, standard",
         ),
         // Values upstream accepts that we do not implement: refused, never run as something else.
-        (
-            r#","vmType":"vmssflex""#,
-            "vmType",
-            "is not implemented: flexible scale sets",
-        ),
-        (r#","vmType":"VMSSFlex""#, "vmType", "is not implemented"),
         (
             r#","loadBalancerSku":"service""#,
             "loadBalancerSku",
@@ -272,12 +266,22 @@ fn validation_errors_table() {
         (
             r#","multipleStandardLoadBalancerConfigurations":[{"name":"lb2"}]"#,
             "multipleStandardLoadBalancerConfigurations",
-            "is not implemented",
+            "needs loadBalancerBackendPoolConfigurationType nodeIP",
+        ),
+        (
+            r#","loadBalancerBackendPoolConfigurationType":"nodeIP","multipleStandardLoadBalancerConfigurations":[{"name":"lb2","nodeSelector":{"matchExpressions":[{"key":"a","operator":"Has"}]}}]"#,
+            "multipleStandardLoadBalancerConfigurations",
+            "entry \"lb2\": nodeSelector",
         ),
         (
             r#","networkResourceTenantID":"other""#,
             "networkResourceTenantID",
-            "another tenant",
+            "needs networkResourceSubscriptionID",
+        ),
+        (
+            r#","networkResourceTenantID":"other","networkResourceSubscriptionID":"net","useManagedIdentityExtension":true"#,
+            "networkResourceTenantID",
+            "needs a service principal",
         ),
         (
             r#","cloudProviderRateLimit":true,"cloudProviderRateLimitQPS":1e-300"#,

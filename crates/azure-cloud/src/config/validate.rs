@@ -4,7 +4,7 @@
 use super::*;
 
 /// Supported `vmType` values.
-pub const VM_TYPES: &[&str] = &["standard", "vmss"];
+pub const VM_TYPES: &[&str] = &["standard", "vmss", "vmssflex"];
 /// Supported `loadBalancerSku` values.
 pub const LB_SKUS: &[&str] = &["basic", "standard"];
 /// Supported `loadBalancerBackendPoolConfigurationType` values.
@@ -13,11 +13,6 @@ pub const BACKEND_POOL_TYPES: &[&str] = &["nodeIPConfiguration", "nodeIP"];
 /// Values upstream accepts that this provider does not implement yet: refused by validation (never run as
 /// something else). (key, value, what to do).
 pub const NOT_IMPLEMENTED_VALUES: &[(&str, &str, &str)] = &[
-    (
-        "vmType",
-        "vmssflex",
-        "flexible scale sets are not supported yet; use vmType standard or vmss",
-    ),
     (
         "loadBalancerSku",
         "service",
@@ -39,13 +34,8 @@ pub const MIN_RATE_LIMIT_QPS: f64 = 0.001;
 /// docs/configuration.md under "Accepted without effect".
 pub const NO_EFFECT_KEYS: &[(&str, &str)] = &[
     (
-        "enableVmssFlexNodes",
-        "flexible scale sets are not supported yet; flex VMs are not handled",
-    ),
-    ("vmssFlexCacheTTLInSeconds", "flexible scale sets are not supported yet"),
-    (
-        "vmssFlexVMCacheTTLInSeconds",
-        "flexible scale sets are not supported yet",
+        "vmssFlexCacheTTLInSeconds",
+        "flexible scale sets are listed with the uniform ones (vmssCacheTTLInSeconds)",
     ),
     (
         "availabilitySetsCacheTTLInSeconds",
@@ -67,7 +57,7 @@ pub const NO_EFFECT_KEYS: &[(&str, &str)] = &[
     ),
     (
         "loadBalancerBackendPoolUpdateIntervalInSeconds",
-        "multiple standard load balancers are not supported yet",
+        "the per-Service backend pools of externalTrafficPolicy Local Services under multiple standard load balancers are not implemented",
     ),
     (
         "enableMultipleStandardLoadBalancers",
@@ -136,21 +126,64 @@ impl CloudConfig {
             );
         }
         if !self.multiple_standard_load_balancer_configurations.is_empty() {
-            err(
-                "multipleStandardLoadBalancerConfigurations",
-                "",
-                "is not implemented: multiple standard load balancers are not supported yet (services would move to one load balancer)".into(),
-            );
+            let key = "multipleStandardLoadBalancerConfigurations";
+            if let Err(e) = crate::loadbalancer::multislb::MultiSlb::from_config(
+                &self.multiple_standard_load_balancer_configurations,
+            ) {
+                err(key, "", e);
+            }
+            // Upstream's preconditions: without them it would fall back to one load balancer, moving Services.
+            if !self.is_standard_sku() {
+                err(
+                    key,
+                    "",
+                    "needs loadBalancerSku standard (multiple load balancers are a standard-SKU feature)".into(),
+                );
+            }
+            if self.pool_type() != BackendPoolType::NodeIp {
+                err(
+                    key,
+                    "",
+                    "needs loadBalancerBackendPoolConfigurationType nodeIP (as upstream: nodes are placed in the pools by IP)"
+                        .into(),
+                );
+            }
         }
-        if !self.network_resource_tenant_id.is_empty()
-            && !self.network_resource_tenant_id.eq_ignore_ascii_case(&self.tenant_id)
-        {
-            err(
-                "networkResourceTenantID",
-                &self.network_resource_tenant_id,
-                "is not implemented: network resources in another tenant (auxiliary tokens) are not supported yet"
-                    .into(),
-            );
+        if self.uses_network_tenant() {
+            let key = "networkResourceTenantID";
+            // Upstream: a service principal only (managed and workload identities get tokens for their own
+            // tenant); the network resources need their own subscription.
+            if !matches!(
+                self.credential_kind(),
+                CredentialKind::ClientSecret | CredentialKind::ClientCertificate
+            ) {
+                err(
+                    key,
+                    &self.network_resource_tenant_id,
+                    format!(
+                        "needs a service principal (aadClientSecret or aadClientCertPath) that can sign in to both tenants; the configured credential is {:?}",
+                        self.credential_kind()
+                    ),
+                );
+            }
+            if self.network_resource_subscription_id.is_empty()
+                || self
+                    .network_resource_subscription_id
+                    .eq_ignore_ascii_case(&self.subscription_id)
+            {
+                err(
+                    key,
+                    &self.network_resource_tenant_id,
+                    "needs networkResourceSubscriptionID (the network resources' subscription, in that tenant)".into(),
+                );
+            }
+            if self.is_adfs() {
+                err(
+                    key,
+                    &self.network_resource_tenant_id,
+                    "is not supported with ADFS (Azure Stack has one tenant)".into(),
+                );
+            }
         }
         if self.disable_outbound_snat == Some(true) && !self.is_standard_sku() {
             err(
@@ -167,6 +200,16 @@ impl CloudConfig {
                 "disableAvailabilitySetNodes",
                 "true",
                 format!("is only supported with vmType vmss (vmType is {:?})", self.vm_type),
+            );
+        }
+        if self.enable_vmss_flex_nodes && !self.vm_type.eq_ignore_ascii_case("vmss") {
+            err(
+                "enableVmssFlexNodes",
+                "true",
+                format!(
+                    "is only meaningful with vmType vmss (mixed clusters; vmType is {:?}: use vmssflex for flexible scale sets only)",
+                    self.vm_type
+                ),
             );
         }
         if !PRECONFIGURED_POOL_TYPES.contains(&self.pre_configured_backend_pool_load_balancer_types.as_str()) {

@@ -243,9 +243,9 @@ pub const ANNOTATIONS: &[AnnotationDoc] = &[
     ),
     doc(
         "azure-load-balancer-configurations",
-        "comma-separated load balancer names",
-        "-",
-        NO("multiple standard load balancers are not implemented yet: the Service uses the cluster's load balancer"),
+        "comma-separated names of `multipleStandardLoadBalancerConfigurations` entries (not with a requested IP)",
+        "every eligible entry (fewest rules wins)",
+        YES,
     ),
     doc("azure-pls-create", "`true`", "no PLS", PLS),
     doc("azure-pls-name", "PLS name", "`pls-<frontend>`", PLS),
@@ -430,6 +430,8 @@ pub struct ServiceLbSpec {
     pub deny_all_except_source_ranges: bool,
     /// `azure-load-balancer-mode` (basic SKU).
     pub mode: Option<String>,
+    /// `azure-load-balancer-configurations` (multiple standard load balancers), when set.
+    pub load_balancer_configurations: Option<Vec<String>>,
     /// `azure-load-balancer-enable-high-availability-ports`.
     pub ha_ports: bool,
     /// `azure-disable-load-balancer-floating-ip`.
@@ -555,6 +557,7 @@ pub fn parse(service: &Service) -> Result<(ServiceLbSpec, Vec<Warning>), Annotat
     s.pip_prefix_v4 = opt("azure-pip-prefix-id");
     s.pip_prefix_v6 = opt("azure-pip-prefix-id-ipv6");
     s.mode = opt("azure-load-balancer-mode");
+    s.load_balancer_configurations = opt("azure-load-balancer-configurations").map(|v| csv(&v));
     s.dns_label = get("azure-dns-label-name").map(|v| v.trim().to_string());
     s.families = match spec.ip_families.as_deref() {
         None | Some([]) => vec![Family::V4],
@@ -1009,7 +1012,6 @@ mod tests {
         let (_, w) = parse(&svc(
             json!({
                 a("azure-shared-securityrule"): "true",
-                a("azure-load-balancer-configurations"): "lb-a",
                 a("azure-load-balancer-internl"): "true",
                 a("aws-load-balancer-type"): "nlb",
                 a("azure-dns-label-name"): "x",
@@ -1018,11 +1020,10 @@ mod tests {
         ))
         .unwrap();
         let msgs: Vec<&str> = w.iter().map(|w| w.message.as_str()).collect();
-        assert_eq!(w.len(), 3, "{msgs:?}");
+        assert_eq!(w.len(), 2, "{msgs:?}");
         assert!(w.iter().all(|w| w.reason == "UnsupportedAnnotation"));
         for part in [
             "azure-shared-securityrule is not implemented",
-            "azure-load-balancer-configurations is not implemented",
             "azure-load-balancer-internl is not an annotation",
         ] {
             assert!(msgs.iter().any(|m| m.contains(part)), "{part}: {msgs:?}");

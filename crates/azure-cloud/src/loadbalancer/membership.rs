@@ -415,7 +415,10 @@ impl Membership {
         self.forget();
         let ids: Vec<String> = pools.iter().map(|(_, p)| p.clone()).collect();
         let rg = &self.cfg.resource_group;
-        if self.cfg.vm_kind() == crate::config::VmType::Vmss {
+        if matches!(
+            self.cfg.vm_kind(),
+            crate::config::VmType::Vmss | crate::config::VmType::VmssFlex
+        ) {
             for ss in self.clients.scale_sets.list(rg).await.map_err(arm)? {
                 let v = to_value(&ss);
                 let Some(name) = ss.resource.name.clone() else { continue };
@@ -427,6 +430,11 @@ impl Membership {
                 if model_refs {
                     let patch = json!({"properties": {"virtualMachineProfile": {"networkProfile": {"networkInterfaceConfigurations": configs}}}});
                     self.clients.scale_sets.update(rg, &name, &patch).await.map_err(arm)?;
+                }
+                // A flexible scale set's instances are VMs with their own NICs (below); ARM refuses the
+                // uniform instance list for it.
+                if crate::vmset::scale_set::is_flexible(&ss) {
+                    continue;
                 }
                 let members: BTreeSet<String> = self
                     .clients

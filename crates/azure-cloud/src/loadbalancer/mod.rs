@@ -10,6 +10,7 @@ pub mod annotations;
 pub mod backends;
 pub mod frontend;
 pub mod membership;
+pub mod multislb;
 pub mod names;
 pub mod plan;
 pub mod pls;

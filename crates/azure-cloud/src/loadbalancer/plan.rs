@@ -338,7 +338,7 @@ pub fn set_pool_addresses(
 }
 
 /// The `(lower-case name, IP)` entries of a `nodeIP` pool, sorted; empty when the pool is absent.
-fn pool_addresses(lb: &Value, pool: &str) -> Vec<(String, String)> {
+pub fn pool_addresses(lb: &Value, pool: &str) -> Vec<(String, String)> {
     let mut k: Vec<(String, String)> = children_ref(lb, "backendAddressPools")
         .iter()
         .find(|p| name_of(p).eq_ignore_ascii_case(pool))
@@ -611,6 +611,15 @@ pub fn frontend_backing(lb: &Value, name: &str) -> Option<(Option<String>, Optio
 
 /// True when the service has a frontend or a rule on this LB (a Service sharing another's frontend owns only
 /// rules).
+/// Whether anything on the LB belongs to the Service: frontends, rules or probes (what `remove_service`
+/// would take away).
+pub fn holds_any_of(lb: &Value, base: &str) -> bool {
+    ["frontendIPConfigurations", "loadBalancingRules", "probes"]
+        .iter()
+        .any(|prop| children_ref(lb, prop).iter().any(|f| service_owns(base, name_of(f))))
+}
+
+/// Whether the Service has frontends or rules on the LB (it is placed there).
 pub fn has_service(lb: &Value, base: &str) -> bool {
     ["frontendIPConfigurations", "loadBalancingRules"]
         .iter()

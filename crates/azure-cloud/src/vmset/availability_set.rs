@@ -1,7 +1,9 @@
-//! Availability-set and standalone VMs: one VM list (with instance view) per resource group, one NIC list and
-//! one public-IP list per resource group, each cached with its TTL. In `vmType: vmss` clusters this is the
-//! mixed-cluster cache (`nonVmssUniformNodesCacheTTLInSeconds`); VMs that belong to a flexible scale set are
-//! not availability-set nodes and are skipped.
+//! VM nodes: availability-set and standalone VMs, and the VMs of flexible scale sets (`vmType: vmssflex`, or
+//! `vmss` with `enableVmssFlexNodes`) — all from one VM list (with instance view) per resource group, one NIC
+//! list and one public-IP list per resource group, each cached with its TTL. In `vmType: vmss` clusters this is
+//! the mixed-cluster cache (`nonVmssUniformNodesCacheTTLInSeconds`). A flexible scale set's VM is known by its
+//! computer name (the node name, as the kubelet registers it) and by its VM name (its provider id); without
+//! flex handling such VMs are skipped (they are not availability-set nodes).
 
 use super::names::power_state;
 use super::{enum_str, nic_addresses, NodeIps, NodeVm, VmSetError, VmSetKind, VmSetRef, UNKNOWN_REFRESH_INTERVAL};
@@ -41,6 +43,8 @@ pub struct AvailabilitySets {
     nic_lists: TtlCache<String, HashMap<String, network::NetworkInterface>, ArmError>,
     pip_lists: TtlCache<String, HashMap<String, String>, ArmError>,
     refreshed: super::RefreshLimiter,
+    /// Whether VMs of flexible scale sets are nodes.
+    flex: bool,
 }
 
 impl AvailabilitySets {
@@ -61,7 +65,14 @@ impl AvailabilitySets {
             nic_lists: TtlCache::new(ttls.nics),
             pip_lists: TtlCache::new(ttls.public_ips),
             refreshed: super::RefreshLimiter::default(),
+            flex: false,
         }
+    }
+
+    /// Also serve the VMs of flexible scale sets (`vmType: vmssflex`, `enableVmssFlexNodes`).
+    pub fn with_flex(mut self, flex: bool) -> Self {
+        self.flex = flex;
+        self
     }
 
     fn may_refresh(&self, key: String) -> bool {
@@ -73,7 +84,7 @@ impl AvailabilitySets {
             .get(&rg.to_ascii_lowercase(), mode, || async {
                 let list = self.vms.list(rg, true).await?;
                 let mut idx = VmIndex::default();
-                for vm in list.iter().filter(|v| !is_flex(v)) {
+                for vm in list.iter().filter(|v| self.flex || !is_flex(v)) {
                     if let Some(n) = to_node(vm) {
                         let n = Arc::new(n);
                         if let Some(name) = &vm.resource.name {
@@ -174,7 +185,7 @@ impl AvailabilitySets {
         Ok(ips)
     }
 
-    /// The availability sets (and standalone VMs) of the cluster's resource group.
+    /// The availability sets (and standalone VMs, and flexible scale sets) of the cluster's resource group.
     pub async fn vm_sets(&self) -> Result<Vec<VmSetRef>, VmSetError> {
         let idx = self.index(&self.resource_group, ReadMode::Default).await?;
         let mut sets: Vec<VmSetRef> = idx.by_name.values().map(|n| n.vm_set.clone()).collect();
@@ -210,23 +221,42 @@ fn to_node(vm: &compute::VirtualMachine) -> Option<NodeVm> {
     let name = vm.resource.name.clone().unwrap_or_else(|| parsed.name().to_string());
     let iv = props.and_then(|p| p.instance_view.as_ref());
     let nics = super::primary_first(props.and_then(|p| p.network_profile.as_ref()));
-    let vm_set = match props
+    let flex_set = props
+        .and_then(|p| p.virtual_machine_scale_set.as_ref())
+        .and_then(|s| s.id.clone());
+    let availability_set = props
         .and_then(|p| p.availability_set.as_ref())
-        .and_then(|a| a.id.clone())
-    {
-        Some(av) => VmSetRef {
+        .and_then(|a| a.id.clone());
+    let vm_set = match (flex_set, availability_set) {
+        (Some(ss), _) => VmSetRef {
+            kind: VmSetKind::FlexScaleSet,
+            name: ResourceId::parse(&ss)
+                .map(|r| r.name().to_string())
+                .unwrap_or(ss.clone()),
+            resource_group: super::rg_of(&ss),
+        },
+        (None, Some(av)) => VmSetRef {
             kind: VmSetKind::AvailabilitySet,
             name: ResourceId::parse(&av).map(|r| r.name().to_string()).unwrap_or(av),
             resource_group: parsed.resource_group.clone(),
         },
-        None => VmSetRef {
+        (None, None) => VmSetRef {
             kind: VmSetKind::Standalone,
             name: name.clone(),
             resource_group: parsed.resource_group.clone(),
         },
     };
+    // A flexible scale set's VM is named `<scale set>_<id>`; its node is named by its computer name.
+    let computer_name = props
+        .and_then(|p| p.os_profile.as_ref())
+        .and_then(|o| o.computer_name.clone())
+        .or_else(|| iv.and_then(|i| i.computer_name.clone()));
+    let node_name = match (&vm_set.kind, computer_name) {
+        (VmSetKind::FlexScaleSet, Some(c)) => c,
+        _ => name.clone(),
+    };
     Some(NodeVm {
-        node_name: name.to_ascii_lowercase(),
+        node_name: node_name.to_ascii_lowercase(),
         provider_id: provider_id_for(&parsed),
         id,
         instance_type: props

@@ -42,6 +42,8 @@ pub enum VmSetError {
 pub enum VmSetKind {
     /// A uniform virtual machine scale set.
     ScaleSet,
+    /// A flexible virtual machine scale set (its instances are ordinary VMs with their own NICs).
+    FlexScaleSet,
     /// An availability set.
     AvailabilitySet,
     /// A standalone VM (no availability set).

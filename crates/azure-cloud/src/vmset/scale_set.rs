@@ -100,7 +100,7 @@ impl ScaleSets {
                 let list = self.vmss.list(rg).await?;
                 Ok(list
                     .into_iter()
-                    .filter(|s| !is_being_deleted(s))
+                    .filter(|s| !is_being_deleted(s) && !is_flexible(s))
                     .filter_map(|s| {
                         let name = s.resource.name.clone()?;
                         let prefix = s
@@ -361,4 +361,13 @@ pub(crate) fn instance_put_body(v: &mut serde_json::Value) {
     if let Some(o) = v.as_object_mut() {
         o.remove("resources");
     }
+}
+
+/// A flexible scale set: its instances are ordinary VMs (the VM-list backend serves them); ARM refuses the
+/// uniform instance list for it.
+pub fn is_flexible(s: &compute::VirtualMachineScaleSet) -> bool {
+    s.properties
+        .as_ref()
+        .and_then(|p| p.orchestration_mode.as_ref())
+        .is_some_and(|m| enum_str(m).eq_ignore_ascii_case("Flexible"))
 }

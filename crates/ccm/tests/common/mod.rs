@@ -19,16 +19,18 @@ pub struct Env {
     pub client: kube::Client,
 }
 
-/// Starts both simulators and writes azure.json (with `tweak` applied) and the kubeconfig.
+/// Starts both simulators (azure-sim's default cluster) and writes azure.json (with `tweak` applied) and the
+/// kubeconfig.
 pub async fn env(tweak: Value) -> Env {
+    env_with(&azure_sim::scenario::Scenario::default_cluster(), tweak).await
+}
+
+/// [`env`] with another simulated Azure.
+pub async fn env_with(scenario: &azure_sim::scenario::Scenario, tweak: Value) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let sim = azure_sim::AzureSim::start(
-        "127.0.0.1:0".parse().unwrap(),
-        Default::default(),
-        &azure_sim::scenario::Scenario::default_cluster(),
-    )
-    .await
-    .unwrap();
+    let sim = azure_sim::AzureSim::start("127.0.0.1:0".parse().unwrap(), Default::default(), scenario)
+        .await
+        .unwrap();
     let kube = kube_sim::KubeSim::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("azure.json");
@@ -171,4 +173,86 @@ pub async fn event_about(
             })
     })
     .await
+}
+
+/// The ingress IPs of a Service's status.
+pub fn ingress(s: &k8s_openapi::api::core::v1::Service) -> Vec<String> {
+    s.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .map(|i| i.iter().filter_map(|x| x.ip.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// A load balancer of the simulated cluster's resource group, as azure-sim stores it.
+pub fn lb(sim: &azure_sim::AzureSim, name: &str) -> Option<Value> {
+    let c = sim.cluster();
+    sim.resource(&format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/loadBalancers/{name}",
+        c.subscription, c.resource_group
+    ))
+}
+
+/// The nodes of azure-sim's default cluster.
+pub const DEFAULT_NODES: [&str; 5] = [
+    "k8s-pool1-vmss000000",
+    "k8s-pool1-vmss000001",
+    "k8s-pool1-vmss000002",
+    "k8s-pool2-0",
+    "k8s-pool2-1",
+];
+
+/// Creates Ready Nodes with the uninitialised taint, as kubelets with `--cloud-provider=external` register.
+pub async fn add_ready_nodes(client: &kube::Client, names: &[&str]) {
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    for n in names {
+        let node = serde_json::from_value(serde_json::json!({"metadata": {"name": n},
+            "spec": {"taints": [{"key": "node.cloudprovider.kubernetes.io/uninitialized", "value": "true", "effect": "NoSchedule"}]}}))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+        nodes
+            .patch_status(
+                n,
+                &PatchParams::default(),
+                &Patch::Merge(&serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Starts the CCM with every controller, no leader election, a 1 s node monitor period and no secure port;
+/// its log is `ccm.log` in the test's directory (printed when an `eventually` times out).
+pub fn start_ccm(env: &Env) -> Ccm {
+    std::env::set_var("CCM_LOG", env.dir.path().join("ccm.log"));
+    env.spawn_logged(
+        ccm(&env.config, &env.kubeconfig)
+            .args(["--port", &free_port().to_string(), "--secure-port=0"])
+            .args(["--leader-elect=false", "--node-monitor-period=1s"]),
+        "ccm.log",
+    )
+}
+
+/// Waits until every Node has a provider id; returns them.
+pub async fn nodes_initialised(client: &kube::Client) -> Vec<k8s_openapi::api::core::v1::Node> {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    eventually("nodes initialised", std::time::Duration::from_secs(30), || async {
+        let l = nodes.list(&Default::default()).await.ok()?;
+        l.items
+            .iter()
+            .all(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_ref()).is_some())
+            .then_some(l.items)
+    })
+    .await
+}
+
+/// A LoadBalancer Service `name` with one TCP port 80.
+pub fn web_service(name: &str) -> k8s_openapi::api::core::v1::Service {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}]},
+    }))
+    .unwrap()
 }

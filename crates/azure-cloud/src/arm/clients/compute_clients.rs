@@ -12,6 +12,7 @@ const VM_PUT: Operation = op(
     "virtualMachineRateLimit",
 );
 const VM_PATCH: Operation = op(C, "virtualMachines", "vm", "update", "virtualMachineRateLimit");
+const VM_DELETE: Operation = op(C, "virtualMachines", "vm", "delete", "virtualMachineRateLimit");
 
 #[async_trait]
 impl VirtualMachines for AzureClients {
@@ -42,6 +43,10 @@ impl VirtualMachines for AzureClients {
         let p = self.path(VM_PATCH, rg, &[("virtualMachines", name)], None)?;
         self.write(Method::PATCH, VM_PATCH, p, COMPUTE_API_VERSION, patch, if_match)
             .await
+    }
+    async fn delete(&self, rg: &str, name: &str) -> Result<(), ArmError> {
+        let p = self.path(VM_DELETE, rg, &[("virtualMachines", name)], None)?;
+        AzureClients::delete(self, VM_DELETE, p, COMPUTE_API_VERSION).await
     }
 }
 

@@ -92,6 +92,8 @@ pub trait VirtualMachines: Send + Sync {
         patch: &serde_json::Value,
         if_match: Option<&str>,
     ) -> Result<compute::VirtualMachine, ArmError>;
+    /// DELETE (a flexible scale set's VM leaves its scale set, whose capacity follows).
+    async fn delete(&self, rg: &str, name: &str) -> Result<(), ArmError>;
 }
 
 /// Availability sets.

@@ -15,13 +15,31 @@ impl LoadBalancerApplier {
                 return Ok(v);
             }
         }
+        let version = st.copy.version();
         let got = match self.clients.load_balancers.get(self.lb_rg(), lb_name).await {
             Ok(lb) => Some(Arc::new(to_value(&lb))),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(arm(e)),
         };
-        st.copy.set(got.clone());
+        // A read racing one of our writes (placement reads run beside the writer) must not put back the
+        // older state: the writer would then PUT without the other Services' changes.
+        st.copy.set_read(version, got.clone());
         Ok(got)
+    }
+
+    /// The LB for placement decisions (which LB holds a Service, rule counts, pool members), read beside
+    /// the writers by every Service being placed: the copy of any age (our writes keep it current; its ETag
+    /// still guards every write), else one GET per LB however many ask at once.
+    pub(super) async fn peek_lb(&self, lb_name: &str) -> Result<Option<Arc<Value>>, CloudError> {
+        let st = self.state(lb_name);
+        if let Some(v) = st.copy.get(Duration::MAX) {
+            return Ok(v);
+        }
+        let _one_read = st.read_gate.lock().await;
+        if let Some(v) = st.copy.get(Duration::MAX) {
+            return Ok(v);
+        }
+        self.read_lb(lb_name, true).await
     }
 
     // ---------------------------------------------------------------- the LB batch
@@ -151,6 +169,8 @@ impl LoadBalancerApplier {
                             "load balancer had no frontend left and was deleted"
                         );
                         st.copy.set(None);
+                        // Its nodes (multiple LBs) are placed again on the LBs that remain.
+                        *self.node_placement.lock().unwrap_or_else(|p| p.into_inner()) = None;
                         return Ok(results.into_iter().map(|r| r.map(|_| None)).collect());
                     }
                     Err(e) => {
@@ -290,6 +310,20 @@ impl LoadBalancerApplier {
                 self.state(lb_name).copy.forget();
                 Err(arm(e))
             }
+        }
+    }
+
+    /// Takes what the Service has on `lb_name` away — only when our copy shows something of it there (the
+    /// copy follows our writes): an LB holding nothing of it costs neither a batch nor a copy of its body.
+    pub(super) async fn remove_from(&self, cluster: &str, lb_name: &str, base: &str) -> Result<(), CloudError> {
+        match self.peek_lb(lb_name).await? {
+            Some(lb) if plan::holds_any_of(&lb, base) => {
+                drop(lb);
+                self.submit_lb(cluster, lb_name, LbOp::Remove(base.to_string()))
+                    .await
+                    .map(|_| ())
+            }
+            _ => Ok(()),
         }
     }
 

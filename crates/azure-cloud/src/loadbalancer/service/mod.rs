@@ -33,9 +33,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod lb_writer;
+mod multi;
 mod nsg_writer;
 mod pls_writer;
 mod public_ips;
+
+pub use multi::NamespaceLabels;
 
 /// Receives the provider's Warning events about a Service (invalid ranges, conflicting configuration).
 pub trait EventSink: Send + Sync {
@@ -130,6 +133,8 @@ type LbResult = Result<Option<Arc<Value>>, CloudError>;
 struct LbState {
     queue: GroupCommit<LbOp, LbResult>,
     copy: SharedCopy<Value>,
+    /// One placement read at a time when there is no copy (see `peek_lb`).
+    read_gate: tokio::sync::Mutex<()>,
 }
 
 /// Public IPs of a resource group by lower-cased name.
@@ -152,6 +157,14 @@ pub struct LoadBalancerApplier {
     region_zones: tokio::sync::OnceCell<Vec<String>>,
     lb_ttl: Duration,
     events: Mutex<Option<Arc<dyn EventSink>>>,
+    /// `multipleStandardLoadBalancerConfigurations`, parsed (validated at start).
+    multi: Option<super::multislb::MultiSlb>,
+    /// Namespace labels for `serviceNamespaceSelector`.
+    namespace_labels: Mutex<Option<Arc<dyn NamespaceLabels>>>,
+    /// Multiple LBs: the node sets of the configured LBs for the latest node list.
+    node_placement: Mutex<Option<multi::NodePlacement>>,
+    /// Multiple LBs: Services placed on an LB whose rules are not written yet (LB → base → rule count).
+    placing: Mutex<HashMap<String, HashMap<String, usize>>>,
 }
 
 /// What Ensure found out, for the status and the NSG.
@@ -168,7 +181,17 @@ impl LoadBalancerApplier {
     pub fn new(cfg: Arc<CloudConfig>, clients: ArmClients, vmset: Arc<dyn VmSet>) -> Self {
         let secs = |v: i64| Duration::from_secs(u64::try_from(v).unwrap_or(0));
         let nsg_ttl = secs(cfg.nsg_cache_ttl_in_seconds);
+        let multi = super::multislb::MultiSlb::from_config(&cfg.multiple_standard_load_balancer_configurations)
+            .unwrap_or_else(|e| {
+                // Validation refuses such a config at start; an embedder that skipped it gets one LB and this.
+                tracing::error!(error = %e, "multipleStandardLoadBalancerConfigurations is invalid and is not used");
+                None
+            });
         Self {
+            multi,
+            namespace_labels: Mutex::new(None),
+            node_placement: Mutex::new(None),
+            placing: Mutex::new(HashMap::new()),
             membership: Membership::new(clients.clone(), vmset.clone(), cfg.clone()),
             lb_ttl: secs(cfg.load_balancer_cache_ttl_in_seconds),
             pips: TtlCache::new(secs(cfg.public_ip_cache_ttl_in_seconds)),
@@ -304,6 +327,7 @@ impl LoadBalancerApplier {
                 Arc::new(LbState {
                     queue: GroupCommit::new(),
                     copy: SharedCopy::new(self.lb_ttl),
+                    read_gate: tokio::sync::Mutex::new(()),
                 })
             })
             .clone()
@@ -437,8 +461,40 @@ impl LoadBalancerApplier {
         let (rules, probes) = expected_rules(&spec, &ports, &rctx)
             .map_err(|e| CloudError::InvalidInput(format!("service {key}: {e}")))?;
         let nodes = self.intern_nodes(nodes);
-        let lb_name = self.choose_lb(cluster, &spec, &base).await?;
-        let fronts = self.resolve_frontends(cluster, &spec, &base, &key).await?;
+        let (lb_name, fronts) = if self.multi().is_some() {
+            self.check_multi_request(service, &spec)?;
+            let mut fronts = self.resolve_frontends(cluster, &spec, &base, &key).await?;
+            let placed = self
+                .choose_multi(cluster, service, &spec, &base, Some(&fronts.wishes), rules.len())
+                .await?;
+            if let Some(old) = &placed.leaving {
+                if let Err(e) = self
+                    .move_off(cluster, service, &spec, old, &base, &mut fronts.wishes)
+                    .await
+                {
+                    self.placed(&base);
+                    return Err(e);
+                }
+                tracing::info!(service = %key, from = %old, to = %placed.lb_name, "service moved to another load balancer (it was no longer eligible where it was)");
+            }
+            if local {
+                self.warn(service, &Warning {
+                    reason: "UnsupportedLocalServiceBackendPool",
+                    message: format!("externalTrafficPolicy Local with multiple standard load balancers: only the nodes placed on load balancer {} serve this Service (upstream's per-Service backend pool that follows the endpoints is not implemented); pods on other nodes are not reached", placed.lb_name),
+                });
+            }
+            (placed.lb_name, fronts)
+        } else {
+            if spec.load_balancer_configurations.is_some() {
+                self.warn(service, &Warning {
+                    reason: "InvalidAnnotation",
+                    message: format!("{}azure-load-balancer-configurations has no effect: multipleStandardLoadBalancerConfigurations is not set in the cloud config", annotations::PREFIX),
+                });
+            }
+            let lb_name = self.choose_lb(cluster, &spec, &base).await?;
+            (lb_name, self.resolve_frontends(cluster, &spec, &base, &key).await?)
+        };
+        let lb_nodes = self.nodes_for_lb(cluster, &lb_name, &nodes).await?;
         let wish = ServiceWish {
             base: base.clone(),
             frontends: fronts.wishes.clone(),
@@ -450,10 +506,11 @@ impl LoadBalancerApplier {
                 .map(|f| (*f, backend_pool_name(cluster, *f)))
                 .collect(),
         };
-        let lb = self
-            .submit_lb(cluster, &lb_name, LbOp::Ensure(Box::new(wish), nodes.clone()))
-            .await?
-            .ok_or_else(|| CloudError::Azure(format!("load balancer {lb_name} was not written")))?;
+        let written = self
+            .submit_lb(cluster, &lb_name, LbOp::Ensure(Box::new(wish), lb_nodes))
+            .await;
+        self.placed(&base);
+        let lb = written?.ok_or_else(|| CloudError::Azure(format!("load balancer {lb_name} was not written")))?;
         // Ingress: the PIP address (external) or the frontend's private address (internal).
         let mut addresses: Vec<(Family, String)> = fronts.public.clone();
         if spec.internal {
@@ -481,9 +538,16 @@ impl LoadBalancerApplier {
         let mut nsg_wish = self.nsg_wish(service, &spec, &base, &addresses, &nodes);
         nsg_wish.shared = shared;
         self.submit_nsg(nsg_wish).await?;
-        // The service's leftovers: the other LB of the pair, PIPs it no longer uses.
-        self.submit_lb(cluster, &self.other_lb(&lb_name), LbOp::Remove(base.clone()))
-            .await?;
+        // The service's leftovers: the other LB of the pair (every other configured LB with multiple LBs),
+        // PIPs it no longer uses.
+        let others = if self.multi().is_some() {
+            self.multi_lb_names()
+        } else {
+            vec![self.other_lb(&lb_name)]
+        };
+        for other in others.iter().filter(|o| !o.eq_ignore_ascii_case(&lb_name)) {
+            self.remove_from(cluster, other, &base).await?;
+        }
         self.release_pips(&key, cluster, &fronts.used_pips, &self.pip_groups(Some(&spec)))
             .await?;
         let mut ingress: Vec<LoadBalancerIngress> = addresses
@@ -508,7 +572,16 @@ impl LoadBalancerApplier {
         let spec = self.parse(service)?;
         let base = service_base_name(service.metadata.uid.as_deref().unwrap_or_default());
         let nodes = self.intern_nodes(nodes);
-        let lb_name = self.choose_lb(cluster, &spec, &base).await?;
+        let lb_name = if self.multi().is_some() {
+            // The LB it is on; one it is not on yet gets its nodes with its next ensure.
+            match self.multi_lb_of(&base).await? {
+                Some(n) => n,
+                None => return Ok(()),
+            }
+        } else {
+            self.choose_lb(cluster, &spec, &base).await?
+        };
+        let nodes = self.nodes_for_lb(cluster, &lb_name, &nodes).await?;
         self.submit_lb(cluster, &lb_name, LbOp::Nodes(nodes)).await.map(|_| ())
     }
 
@@ -524,6 +597,11 @@ impl LoadBalancerApplier {
             load_balancer_name(cluster, &self.cfg.load_balancer_name, None, &primary, false),
             load_balancer_name(cluster, &self.cfg.load_balancer_name, None, &primary, true),
         ];
+        for n in self.multi_lb_names() {
+            if !lbs.iter().any(|x| x.eq_ignore_ascii_case(&n)) {
+                lbs.push(n);
+            }
+        }
         if !self.standard() {
             for s in self.vmset.vm_sets().await.map_err(CloudError::from)? {
                 for internal in [false, true] {
@@ -539,7 +617,7 @@ impl LoadBalancerApplier {
         let mut remove = Self::previous_addresses(service);
         let mut shared = BTreeMap::new();
         for lb_name in &lbs {
-            if let Some(lb) = self.read_lb(lb_name, false).await? {
+            if let Some(lb) = self.peek_lb(lb_name).await? {
                 remove.extend(self.owned_addresses(&lb, &base).await?);
                 let by_family: Vec<(Family, String)> = remove
                     .iter()
@@ -570,10 +648,10 @@ impl LoadBalancerApplier {
         .await?;
         for lb_name in &lbs {
             // A Private Link Service goes before the frontend it serves (ARM refuses the other order).
-            if let Some(lb) = self.read_lb(lb_name, false).await? {
+            if let Some(lb) = self.peek_lb(lb_name).await? {
                 self.delete_pls_of(service, spec.as_ref(), lb_name, &lb, &base).await?;
             }
-            self.submit_lb(cluster, lb_name, LbOp::Remove(base.clone())).await?;
+            self.remove_from(cluster, lb_name, &base).await?;
         }
         self.release_pips(&key, cluster, &BTreeSet::new(), &self.pip_groups(spec.as_ref()))
             .await?;
@@ -586,10 +664,15 @@ impl LoadBalancerApplier {
         let key = service_key(service);
         let base = service_base_name(service.metadata.uid.as_deref().unwrap_or_default());
         let spec = self.parse(service)?;
-        let lb_name = self.choose_lb(cluster, &spec, &base).await?;
+        let candidates = if self.multi().is_some() {
+            self.multi_lb_names()
+        } else {
+            let lb_name = self.choose_lb(cluster, &spec, &base).await?;
+            vec![lb_name.clone(), self.other_lb(&lb_name)]
+        };
         let mut ingress = Vec::new();
-        for name in [lb_name.clone(), self.other_lb(&lb_name)] {
-            let Some(lb) = self.read_lb(&name, false).await? else {
+        for name in candidates {
+            let Some(lb) = self.peek_lb(&name).await? else {
                 continue;
             };
             ingress.extend(self.owned_addresses(&lb, &base).await?);
