@@ -61,6 +61,10 @@ pub struct Store {
     subnet_used: HashMap<String, BTreeSet<Ipv4Addr>>,
     public_next: u32,
     v6_next: HashMap<String, u128>,
+    /// Reverse index of `Resource::refs`: a referenced id (lower-case) → the keys of the resources naming it
+    /// (so "who refers to this" is a range read, not a scan of every resource: 10,000 NICs and instances
+    /// made each public-IP write scan them all).
+    referenced_by: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Store {
@@ -114,8 +118,12 @@ impl Store {
         collect_refs(&body, &mut refs);
         refs.sort();
         refs.dedup();
-        self.resources.insert(
-            canonical.to_ascii_lowercase(),
+        let key = canonical.to_ascii_lowercase();
+        for r in &refs {
+            self.referenced_by.entry(r.clone()).or_default().insert(key.clone());
+        }
+        let old = self.resources.insert(
+            key.clone(),
             Resource {
                 id: canonical,
                 body: body.clone(),
@@ -123,7 +131,33 @@ impl Store {
                 refs,
             },
         );
+        if let Some(old) = old {
+            let kept = &self.resources[&key].refs;
+            let gone: Vec<String> = old
+                .refs
+                .into_iter()
+                .filter(|r| kept.binary_search(r).is_err())
+                .collect();
+            self.unindex(&key, &gone);
+        }
         body
+    }
+
+    fn unindex(&mut self, key: &str, refs: &[String]) {
+        for r in refs {
+            if let Some(users) = self.referenced_by.get_mut(r) {
+                users.remove(key);
+                if users.is_empty() {
+                    self.referenced_by.remove(r);
+                }
+            }
+        }
+    }
+
+    fn remove_one(&mut self, key: &str) -> Option<Resource> {
+        let r = self.resources.remove(key)?;
+        self.unindex(key, &r.refs);
+        Some(r)
     }
 
     /// Removes a resource (and every resource stored under its id).
@@ -137,9 +171,9 @@ impl Store {
             .map(|(k, _)| k.clone())
             .collect();
         for k in nested {
-            self.resources.remove(&k);
+            self.remove_one(&k);
         }
-        self.resources.remove(&key)
+        self.remove_one(&key)
     }
 
     /// The direct children of a collection path (e.g. `.../resourceGroups/rg/providers/Microsoft.Network/loadBalancers`).
@@ -187,11 +221,21 @@ impl Store {
     pub fn referring(&self, id: &str) -> Vec<&Resource> {
         let id = id.to_ascii_lowercase();
         let own_prefix = format!("{id}/");
-        self.resources
-            .iter()
-            .filter(|(k, _)| k.as_str() != id && !k.starts_with(&own_prefix))
-            .filter(|(_, r)| r.refs.iter().any(|x| *x == id || x.starts_with(&own_prefix)))
-            .map(|(_, r)| r)
+        let mut keys: BTreeSet<&String> = BTreeSet::new();
+        if let Some(users) = self.referenced_by.get(&id) {
+            keys.extend(users.iter());
+        }
+        // `id/...` (children): a range of its own (`id-x` sorts between `id` and `id/`).
+        for (_, users) in self
+            .referenced_by
+            .range(own_prefix.clone()..)
+            .take_while(|(t, _)| t.starts_with(&own_prefix))
+        {
+            keys.extend(users.iter());
+        }
+        keys.into_iter()
+            .filter(|k| k.as_str() != id && !k.starts_with(&own_prefix))
+            .filter_map(|k| self.resources.get(k))
             .collect()
     }
 
@@ -292,4 +336,57 @@ pub fn nic_ids(vm: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: Vec<&Resource>) -> Vec<String> {
+        v.into_iter().map(|r| r.id.clone()).collect()
+    }
+
+    #[test]
+    fn referring_follows_puts_replacements_and_removals() {
+        let mut s = Store::default();
+        let lb = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/loadBalancers/lb1";
+        let pool = format!("{lb}/backendAddressPools/p");
+        let nic =
+            |n: &str| format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/{n}");
+        s.put(lb, "Microsoft.Network/loadBalancers", json!({"properties": {}}), 0);
+        s.put(
+            &nic("a"),
+            "Microsoft.Network/networkInterfaces",
+            json!({"properties": {"pool": {"id": pool}}}),
+            0,
+        );
+        s.put(
+            &nic("b"),
+            "Microsoft.Network/networkInterfaces",
+            json!({"properties": {"lb": {"id": lb.to_uppercase()}}}),
+            0,
+        );
+        // A sibling whose name extends the id is not "under" it.
+        s.put(
+            &nic("c"),
+            "Microsoft.Network/networkInterfaces",
+            json!({"properties": {"x": {"id": format!("{lb}0")}}}),
+            0,
+        );
+        assert_eq!(ids(s.referring(lb)), [nic("a"), nic("b")]);
+        assert_eq!(ids(s.referring(&pool)), [nic("a")]);
+        // Replaced without the reference: gone from the index; removed: gone too.
+        s.put(
+            &nic("a"),
+            "Microsoft.Network/networkInterfaces",
+            json!({"properties": {}}),
+            0,
+        );
+        assert_eq!(ids(s.referring(lb)), [nic("b")]);
+        s.remove(&nic("b"));
+        assert!(s.referring(lb).is_empty());
+        // Only the LB's own body (its `id`) still names it; no empty entries are kept.
+        assert_eq!(s.referenced_by[&lb.to_ascii_lowercase()].len(), 1);
+        assert!(s.referenced_by.values().all(|u| !u.is_empty()));
+    }
 }

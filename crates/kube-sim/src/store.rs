@@ -289,6 +289,11 @@ impl Store {
 
     /// Defaults and allocates a Service as the API server does (`crate::defaults`).
     fn default_service(&self, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+        // An update that leaves the spec alone (status, finalizers, labels) has nothing to default or
+        // allocate: without this, every such write scanned every Service (O(n²) over a burst of them).
+        if old.is_some_and(|o| o.get("spec") == obj.get("spec")) {
+            return Ok(());
+        }
         let own_uid = old.and_then(|o| meta(o, "uid"));
         let mut taken = crate::defaults::Taken::of(
             self.objects

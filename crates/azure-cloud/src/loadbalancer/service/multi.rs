@@ -207,30 +207,24 @@ impl LoadBalancerApplier {
             Some(c) => c,
             None => {
                 let mut rules: HashMap<String, usize> = HashMap::new();
-                let mut copies: HashMap<String, Option<Arc<Value>>> = HashMap::new();
                 for l in &eligible {
                     let lb_name = Self::kind_name(&l.name, spec.internal);
-                    let lb = self.peek_lb(&lb_name).await?;
-                    rules.insert(lower(&lb_name), lb.as_deref().map(plan::rule_count).unwrap_or(0));
-                    copies.insert(lower(&lb_name), lb);
+                    let n = self
+                        .peek_lb(&lb_name)
+                        .await?
+                        .as_deref()
+                        .map(plan::rule_count)
+                        .unwrap_or(0);
+                    rules.insert(lower(&lb_name), n);
                 }
-                // Services placed concurrently count where they go before their rules are written, so a burst
-                // spreads over the LBs instead of all taking the one that was emptiest when they started.
+                // Services placed concurrently count where they go until their rules are written (`placed`),
+                // so a burst spreads over the LBs instead of all taking the one that was emptiest when they
+                // started. (Between a write and `placed` a Service counts twice: a brief, harmless overcount.)
                 let mut pending = self.placing.lock().unwrap_or_else(|p| p.into_inner());
                 let count = |n: &str| {
                     let lb_name = lower(&Self::kind_name(n, spec.internal));
-                    let written = rules.get(&lb_name).copied().unwrap_or(0);
-                    let copy = copies.get(&lb_name).cloned().flatten();
-                    let on_the_way: usize = pending
-                        .get(&lb_name)
-                        .map(|m| {
-                            m.iter()
-                                .filter(|(b, _)| copy.as_deref().is_none_or(|lb| !plan::has_service(lb, b)))
-                                .map(|(_, r)| *r)
-                                .sum()
-                        })
-                        .unwrap_or(0);
-                    written + on_the_way
+                    let on_the_way: usize = pending.get(&lb_name).map(|m| m.values().sum()).unwrap_or(0);
+                    rules.get(&lb_name).copied().unwrap_or(0) + on_the_way
                 };
                 let chosen = multislb::choose(&eligible, current.as_deref(), count).to_string();
                 pending
