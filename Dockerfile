@@ -6,11 +6,13 @@
 # cap the binary sets at start (MALLOC_ARENA_MAX overrides it); musl's allocator has neither the tuning nor
 # the same footprint. Non-root, no shell, no package manager.
 #
-# Not built in this project's CI (no container engine there): `docker build -t azure-cloud-controller-manager .`
+# Built without the simulators (`--no-default-features`: no `demo`/`bench`, 3.6 MB smaller; see
+# docs/benchmarks.md). Not built in this project's CI (no container engine there):
+# `docker build -t azure-cloud-controller-manager .`
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p ccm --bin azure-cloud-controller-manager \
+RUN cargo build --release --locked -p ccm --no-default-features --bin azure-cloud-controller-manager \
  && mkdir -p /out/usr/local/bin \
  && cp target/release/azure-cloud-controller-manager /out/usr/local/bin/cloud-controller-manager \
  && ln -s cloud-controller-manager /out/usr/local/bin/cloud-node-manager \

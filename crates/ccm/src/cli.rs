@@ -171,8 +171,10 @@ pub struct Options {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Run the provider against the built-in simulated Azure (no account needed) and show what it does.
+    #[cfg(feature = "simulators")]
     Demo(crate::demo::DemoArgs),
     /// Run the benchmark scenarios through the whole CCM against the simulators (`--quick` checks targets).
+    #[cfg(feature = "simulators")]
     Bench(crate::bench::BenchArgs),
 }
 

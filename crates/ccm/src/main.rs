@@ -52,6 +52,7 @@ fn main() {
     }
     let opts = ccm::cli::Options::parse();
     ccm::cli::init_logging(&opts);
+    #[cfg(feature = "simulators")]
     if let Some(ccm::cli::Command::Demo(args)) = &opts.command {
         let rt = runtime();
         if let Err(e) = rt.block_on(ccm::demo::run(args, &mut std::io::stdout())) {
@@ -60,6 +61,7 @@ fn main() {
         }
         return;
     }
+    #[cfg(feature = "simulators")]
     if let Some(ccm::cli::Command::Bench(args)) = &opts.command {
         let rt = runtime();
         match rt.block_on(ccm::bench::run(args, &mut std::io::stdout())) {

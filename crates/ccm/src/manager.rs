@@ -552,7 +552,7 @@ async fn serve_endpoints(opts: &Options, app: axum::Router, auth: crate::authz::
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let listener = azure_sim::tls::TlsListener::new(listener, tls).map_err(|e| format!("{addr}: {e}"))?;
+        let listener = https_listener::TlsListener::new(listener, tls).map_err(|e| format!("{addr}: {e}"))?;
         tracing::info!(address = %addr, always_allowed = %opts.authorization_always_allow_paths, "serving /healthz, /readyz, /metrics over HTTPS (other paths need a token allowed by a SubjectAccessReview)");
         let app = app
             .clone()
