@@ -282,10 +282,10 @@ impl Ctx {
 
     fn initialised(&self) -> usize {
         self.kube
-            .list("nodes")
-            .iter()
-            .filter(|n| n.pointer("/spec/providerID").and_then(Value::as_str).is_some())
-            .count()
+            .list_map("nodes", |n| {
+                n.pointer("/spec/providerID").and_then(Value::as_str).map(|_| ())
+            })
+            .len()
     }
 
     /// More Services than the public load balancers' frontends (600 each in Azure) go half on the internal one.
@@ -324,14 +324,13 @@ impl Ctx {
 
     fn ips(&self) -> BTreeMap<String, String> {
         self.kube
-            .list("services")
-            .iter()
-            .filter_map(|s| {
+            .list_map("services", |s| {
                 Some((
                     s.pointer("/metadata/name")?.as_str()?.to_string(),
                     s.pointer("/status/loadBalancer/ingress/0/ip")?.as_str()?.to_string(),
                 ))
             })
+            .into_iter()
             .collect()
     }
 

@@ -155,6 +155,13 @@ impl KubeSim {
             .unwrap_or_default()
     }
 
+    /// What `f` picks from every object of a kind, without copying the objects (for pollers: a 5,000-Node
+    /// `list` per look took a third of a 2-core machine).
+    pub fn list_map<T>(&self, plural: &str, f: impl FnMut(&Value) -> Option<T>) -> Vec<T> {
+        let Ok(k) = Self::kind(plural) else { return Vec::new() };
+        self.store().each(k, f)
+    }
+
     /// Applies a merge patch directly (`status` selects the status subresource).
     pub fn merge_patch(
         &self,

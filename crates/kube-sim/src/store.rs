@@ -272,6 +272,16 @@ impl Store {
     }
 
     /// LIST (all namespaces when `ns` is `None`).
+    /// Applies `f` to every object of a kind (no copies).
+    pub fn each<T>(&self, kind: &Kind, mut f: impl FnMut(&Value) -> Option<T>) -> Vec<T> {
+        self.objects
+            .iter()
+            .filter(|((g, p, _, _), _)| *g == kind.group && *p == kind.plural)
+            .filter_map(|(_, v)| f(v))
+            .collect()
+    }
+
+    /// A list of a kind (namespace, label and field selectors applied), as the API server serves it.
     pub fn list(&self, kind: &Kind, ns: Option<&str>, labels: Option<&str>, fields: Option<&str>) -> Value {
         let items: Vec<Value> = self
             .objects
