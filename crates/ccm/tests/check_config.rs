@@ -72,6 +72,21 @@ fn valid_file_exits_0_and_prints_redacted_config() {
     assert!(!out.contains("hunter2") && !err.contains("hunter2"));
 }
 
+/// What this session implemented is accepted now: flexible scale sets, multiple standard load balancers,
+/// network resources in another tenant (with a service principal).
+#[test]
+fn flex_multiple_load_balancers_and_another_network_tenant_are_accepted() {
+    for doc in [
+        r#"{"useInstanceMetadata": true, "vmType": "vmssflex"}"#,
+        r#"{"useInstanceMetadata": true, "vmType": "vmss", "enableVmssFlexNodes": true}"#,
+        r#"{"useInstanceMetadata": true, "loadBalancerBackendPoolConfigurationType": "nodeIP", "multipleStandardLoadBalancerConfigurations": [{"name": "kubernetes"}, {"name": "lb2", "serviceNamespaceSelector": {"matchLabels": {"team": "a"}}}]}"#,
+        r#"{"tenantId": "t", "subscriptionId": "s", "aadClientId": "c", "aadClientSecret": "x", "resourceGroup": "rg", "location": "eastus", "networkResourceTenantID": "t2", "networkResourceSubscriptionID": "s2"}"#,
+    ] {
+        let (code, _, err) = run(doc);
+        assert_eq!(code, 0, "{doc}: {err}");
+    }
+}
+
 #[test]
 fn the_shipped_example_is_valid() {
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../azure.json.example")).unwrap();
