@@ -169,9 +169,16 @@ impl AzureCloud {
                     },
                     !cfg.list_vmss_virtual_machines_without_instance_view,
                 );
-                // Mixed clusters: availability-set VMs, and flexible scale sets' VMs with `enableVmssFlexNodes`.
+                // Mixed clusters: availability-set VMs (unless `disableAvailabilitySetNodes`), and flexible scale
+                // sets' VMs with `enableVmssFlexNodes`.
                 let vms = (!cfg.disable_availability_set_nodes || cfg.enable_vmss_flex_nodes).then(|| {
-                    avsets(cfg.non_vmss_uniform_nodes_cache_ttl_in_seconds).with_flex(cfg.enable_vmss_flex_nodes)
+                    let vms =
+                        avsets(cfg.non_vmss_uniform_nodes_cache_ttl_in_seconds).with_flex(cfg.enable_vmss_flex_nodes);
+                    if cfg.disable_availability_set_nodes {
+                        vms.without_availability_set_vms()
+                    } else {
+                        vms
+                    }
                 });
                 Arc::new(Dispatch::vmss(ss, vms))
             }

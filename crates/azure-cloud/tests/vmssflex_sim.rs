@@ -339,4 +339,13 @@ async fn mixed_cluster_of_uniform_flexible_and_availability_set_nodes() {
     // Without enableVmssFlexNodes the flex VMs are not nodes of a vmss cluster.
     let (_s2, plain, _d2) = cloud_for(&scenario, json!({"vmType": "vmss"})).await;
     assert!(plain.instance_metadata(&node("flexpool-000000")).await.is_err());
+    // With disableAvailabilitySetNodes only the availability-set VMs are left out.
+    let (_s3, no_avset, _d3) = cloud_for(
+        &scenario,
+        json!({"vmType": "vmss", "enableVmssFlexNodes": true, "disableAvailabilitySetNodes": true}),
+    )
+    .await;
+    assert!(no_avset.instance_metadata(&node("flexpool-000000")).await.is_ok());
+    assert!(no_avset.instance_metadata(&node("k8s-pool2-0")).await.is_err());
+    assert!(no_avset.instance_metadata(&node("k8s-pool1-vmss000000")).await.is_ok());
 }

@@ -1167,18 +1167,15 @@ fn delete(s: &Shared, store: &mut Store, t: &Target, now: u64) -> Response {
     // A flexible scale set's VM goes with its NICs (their delete option), so they do not hold it.
     let flex_vm = t.arm_type().eq_ignore_ascii_case("Microsoft.Compute/virtualMachines")
         && existing.body.pointer("/properties/virtualMachineScaleSet/id").is_some();
-    if !flex_vm {
-        if let Err(e) = rules::check_delete(store, &t.arm_type(), &existing.id) {
-            return arm_error(StatusCode::BAD_REQUEST, &e.code, &e.message);
-        }
-    }
     if flex_vm {
-        // A flexible scale set's VM goes with its NICs (their delete option) and its scale set's capacity
-        // follows.
+        // Its scale set's capacity follows.
         if let Err(e) = crate::scenario::remove_vm(store, &existing.id) {
             return arm_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e);
         }
     } else {
+        if let Err(e) = rules::check_delete(store, &t.arm_type(), &existing.id) {
+            return arm_error(StatusCode::BAD_REQUEST, &e.code, &e.message);
+        }
         rules::release_addresses(store, &existing.body);
         store.remove(&id);
     }

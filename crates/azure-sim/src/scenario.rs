@@ -401,19 +401,16 @@ impl Scenario {
         public_ip: bool,
     ) -> Result<String, String> {
         let vm_id = self.id("Microsoft.Compute", &format!("virtualMachines/{name}"));
-        let nic_id = self.id("Microsoft.Network", &format!("networkInterfaces/{name}-nic"));
-        let subnet = self.subnet_id();
-        let mut ipc = json!({"name": "ipconfig1", "properties": {"primary": true, "subnet": {"id": subnet}, "privateIPAllocationMethod": "Dynamic", "privateIPAddressVersion": "IPv4"}});
-        let ip = allocate(store, &subnet)?;
-        ipc["properties"]["privateIPAddress"] = json!(ip);
-        if public_ip {
-            let pip_id = self.id("Microsoft.Network", &format!("publicIPAddresses/{name}-pip"));
-            let addr = store.allocate_public_ip();
-            store.put(&pip_id, "Microsoft.Network/publicIPAddresses", json!({"location": self.location, "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static", "ipAddress": addr.to_string()}}), 0);
-            ipc["properties"]["publicIPAddress"] = json!({"id": pip_id});
-        }
-        let ipcs = with_ipv6(store, &subnet, ipc);
-        store.put(&nic_id, "Microsoft.Network/networkInterfaces", json!({"location": self.location, "properties": {"primary": true, "ipConfigurations": ipcs, "virtualMachine": {"id": vm_id}, "provisioningState": "Succeeded"}}), 0);
+        let nic_id = put_vm_nic(
+            store,
+            &self.rg_id(),
+            &json!(self.location),
+            name,
+            &vm_id,
+            &self.subnet_id(),
+            None,
+            public_ip,
+        )?;
         let mut props = json!({
             "vmId": format!("{:032x}", rand::random::<u128>()),
             "hardwareProfile": {"vmSize": sku},
@@ -548,6 +545,36 @@ pub fn add_scale_set_instance(
     Ok(vm_id)
 }
 
+/// The NIC `<vm>-nic` of a VM in resource group `rg` (id), with an address from `subnet`, the given backend
+/// pools, an IPv6 configuration on dual-stack subnets, and a public IP `<vm>-pip` when asked; returns its id.
+#[allow(clippy::too_many_arguments)]
+fn put_vm_nic(
+    store: &mut Store,
+    rg: &str,
+    location: &Value,
+    vm_name: &str,
+    vm_id: &str,
+    subnet: &str,
+    pools: Option<&Value>,
+    public_ip: bool,
+) -> Result<String, String> {
+    let nic_id = format!("{rg}/providers/Microsoft.Network/networkInterfaces/{vm_name}-nic");
+    let ip = allocate(store, subnet)?;
+    let mut ipc = json!({"name": "ipconfig1", "properties": {"primary": true, "privateIPAddress": ip, "privateIPAllocationMethod": "Dynamic", "privateIPAddressVersion": "IPv4", "subnet": {"id": subnet}}});
+    if let Some(pools) = pools {
+        ipc["properties"]["loadBalancerBackendAddressPools"] = pools.clone();
+    }
+    if public_ip {
+        let pip_id = format!("{rg}/providers/Microsoft.Network/publicIPAddresses/{vm_name}-pip");
+        let addr = store.allocate_public_ip();
+        store.put(&pip_id, "Microsoft.Network/publicIPAddresses", json!({"location": location, "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static", "ipAddress": addr.to_string()}}), 0);
+        ipc["properties"]["publicIPAddress"] = json!({"id": pip_id});
+    }
+    let ipcs = with_ipv6(store, subnet, ipc);
+    store.put(&nic_id, "Microsoft.Network/networkInterfaces", json!({"location": location, "properties": {"primary": true, "ipConfigurations": ipcs, "virtualMachine": {"id": vm_id}, "provisioningState": "Succeeded"}}), 0);
+    Ok(nic_id)
+}
+
 /// Whether the scale set is in Flexible orchestration mode.
 pub fn is_flexible(store: &Store, ss_id: &str) -> bool {
     store
@@ -629,23 +656,10 @@ pub fn add_flex_vm(store: &mut Store, ss_id: &str, index: u64, power: &str, publ
     if store.get(&vm_id).is_some() {
         return Err(format!("VM {vm_id} already exists"));
     }
-    let nic_id = format!("{rg}/providers/Microsoft.Network/networkInterfaces/{vm_name}-nic");
-    let ip = allocate(store, &subnet)?;
-    let mut ipc = json!({"name": "ipconfig1", "properties": {"primary": true, "privateIPAddress": ip, "privateIPAllocationMethod": "Dynamic", "privateIPAddressVersion": "IPv4", "subnet": {"id": subnet}}});
-    if let Some(pools) = ipc_model
+    let pools = ipc_model
         .get("loadBalancerBackendAddressPools")
-        .filter(|p| p.as_array().is_some_and(|a| !a.is_empty()))
-    {
-        ipc["properties"]["loadBalancerBackendAddressPools"] = pools.clone();
-    }
-    if public_ip {
-        let pip_id = format!("{rg}/providers/Microsoft.Network/publicIPAddresses/{vm_name}-pip");
-        let addr = store.allocate_public_ip();
-        store.put(&pip_id, "Microsoft.Network/publicIPAddresses", json!({"location": location, "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static", "ipAddress": addr.to_string()}}), 0);
-        ipc["properties"]["publicIPAddress"] = json!({"id": pip_id});
-    }
-    let ipcs = with_ipv6(store, &subnet, ipc);
-    store.put(&nic_id, "Microsoft.Network/networkInterfaces", json!({"location": location, "properties": {"primary": true, "ipConfigurations": ipcs, "virtualMachine": {"id": vm_id}, "provisioningState": "Succeeded"}}), 0);
+        .filter(|p| p.as_array().is_some_and(|a| !a.is_empty()));
+    let nic_id = put_vm_nic(store, &rg, &location, &vm_name, &vm_id, &subnet, pools, public_ip)?;
     let mut body = json!({
         "location": location,
         "properties": {

@@ -342,7 +342,7 @@ struct Controller {
     node_generation: std::sync::atomic::AtomicU64,
     backends: Mutex<Option<(u64, Arc<Vec<Node>>)>>,
     /// Namespaces, when the provider selects Services by namespace labels.
-    namespaces: Option<Store<Namespace>>,
+    namespaces: Option<NamespaceStore>,
 }
 
 impl Controller {
@@ -461,12 +461,12 @@ impl Controller {
             tracing::info!(service = %key, "load balancer deleted");
             return Ok(());
         }
+        // What the provider reads for serviceNamespaceSelector (unknown namespace included).
         let ns_labels = self.namespaces.as_ref().map(|store| {
-            store
-                .get(&ObjectRef::new(&svc.namespace().unwrap_or_default()))
-                .and_then(|ns| ns.metadata.labels.clone())
-                .unwrap_or_default()
+            use azure_cloud::loadbalancer::service::NamespaceLabels;
+            store.labels(&svc.namespace().unwrap_or_default())
         });
+        let ns_labels = ns_labels.flatten();
         let fp = fingerprint(&svc, self.settings.labels_matter, ns_labels.as_ref());
         // Invalid input already reported for exactly this Service: nothing to retry until it changes.
         if self.invalid.lock().unwrap_or_else(|p| p.into_inner()).get(key) == Some(&fp) {
@@ -735,7 +735,7 @@ pub async fn run(
         synced: Mutex::new(HashMap::new()),
         node_generation: std::sync::atomic::AtomicU64::new(0),
         backends: Mutex::new(None),
-        namespaces: ns_store.clone(),
+        namespaces: ns_store.clone().map(NamespaceStore),
         settings,
     });
     let node_changed = Arc::new(Notify::new());

@@ -45,6 +45,8 @@ pub struct AvailabilitySets {
     refreshed: super::RefreshLimiter,
     /// Whether VMs of flexible scale sets are nodes.
     flex: bool,
+    /// Whether the other VMs (availability-set and standalone) are nodes.
+    others: bool,
 }
 
 impl AvailabilitySets {
@@ -66,12 +68,20 @@ impl AvailabilitySets {
             pip_lists: TtlCache::new(ttls.public_ips),
             refreshed: super::RefreshLimiter::default(),
             flex: false,
+            others: true,
         }
     }
 
     /// Also serve the VMs of flexible scale sets (`vmType: vmssflex`, `enableVmssFlexNodes`).
     pub fn with_flex(mut self, flex: bool) -> Self {
         self.flex = flex;
+        self
+    }
+
+    /// Serve no availability-set or standalone VM (`disableAvailabilitySetNodes` with `enableVmssFlexNodes`:
+    /// only flexible scale sets' VMs).
+    pub fn without_availability_set_vms(mut self) -> Self {
+        self.others = false;
         self
     }
 
@@ -84,7 +94,7 @@ impl AvailabilitySets {
             .get(&rg.to_ascii_lowercase(), mode, || async {
                 let list = self.vms.list(rg, true).await?;
                 let mut idx = VmIndex::default();
-                for vm in list.iter().filter(|v| self.flex || !is_flex(v)) {
+                for vm in list.iter().filter(|v| if is_flex(v) { self.flex } else { self.others }) {
                     if let Some(n) = to_node(vm) {
                         let n = Arc::new(n);
                         if let Some(name) = &vm.resource.name {

@@ -461,20 +461,21 @@ impl LoadBalancerApplier {
         let (rules, probes) = expected_rules(&spec, &ports, &rctx)
             .map_err(|e| CloudError::InvalidInput(format!("service {key}: {e}")))?;
         let nodes = self.intern_nodes(nodes);
+        let mut on_its_way = None;
         let (lb_name, fronts) = if self.multi().is_some() {
+            // Refused before anything is written (no public IP for a Service that cannot be placed).
             self.check_multi_request(service, &spec)?;
             let mut fronts = self.resolve_frontends(cluster, &spec, &base, &key).await?;
             let placed = self
                 .choose_multi(cluster, service, &spec, &base, Some(&fronts.wishes), rules.len())
                 .await?;
+            on_its_way = Some(multi::OnItsWay {
+                applier: self,
+                base: &base,
+            });
             if let Some(old) = &placed.leaving {
-                if let Err(e) = self
-                    .move_off(cluster, service, &spec, old, &base, &mut fronts.wishes)
-                    .await
-                {
-                    self.placed(&base);
-                    return Err(e);
-                }
+                self.move_off(cluster, service, &spec, old, &base, &mut fronts.wishes)
+                    .await?;
                 tracing::info!(service = %key, from = %old, to = %placed.lb_name, "service moved to another load balancer (it was no longer eligible where it was)");
             }
             if local {
@@ -509,7 +510,7 @@ impl LoadBalancerApplier {
         let written = self
             .submit_lb(cluster, &lb_name, LbOp::Ensure(Box::new(wish), lb_nodes))
             .await;
-        self.placed(&base);
+        drop(on_its_way);
         let lb = written?.ok_or_else(|| CloudError::Azure(format!("load balancer {lb_name} was not written")))?;
         // Ingress: the PIP address (external) or the frontend's private address (internal).
         let mut addresses: Vec<(Family, String)> = fronts.public.clone();

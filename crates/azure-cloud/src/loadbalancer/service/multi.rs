@@ -11,6 +11,11 @@ pub trait NamespaceLabels: Send + Sync {
     fn labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
 }
 
+/// The public LB of a configured LB name (`<name>-internal` → `<name>`).
+fn public_name(lb_name: &str) -> &str {
+    lb_name.strip_suffix(names::INTERNAL_SUFFIX).unwrap_or(lb_name)
+}
+
 /// Whether the Service asks for a particular address (its LB is then the one already holding it).
 fn asks_for_ip(spec: &ServiceLbSpec) -> bool {
     spec.ip_v4.is_some() || spec.ip_v6.is_some() || spec.pip_name_v4.is_some() || spec.pip_name_v6.is_some()
@@ -22,6 +27,21 @@ pub(super) struct Placement {
     pub lb_name: String,
     /// The configured LB it is leaving (internal name for internal Services), when it moves.
     pub leaving: Option<String>,
+}
+
+/// A Service counted as on its way to an LB (`choose_multi`) until this is dropped: after its LB write, or
+/// when its ensure fails or panics on the way (nothing can leave it counted for ever).
+pub(super) struct OnItsWay<'a> {
+    /// The applier.
+    pub applier: &'a LoadBalancerApplier,
+    /// The Service's base name.
+    pub base: &'a str,
+}
+
+impl Drop for OnItsWay<'_> {
+    fn drop(&mut self) {
+        self.applier.placed(self.base);
+    }
 }
 
 /// The node sets of the configured LBs for one node list (computed once per list).
@@ -74,9 +94,9 @@ impl LoadBalancerApplier {
             .unwrap_or_default()
     }
 
-    /// The configured LB (either kind) the Service is on.
-    pub(super) async fn multi_lb_of(&self, base: &str) -> Result<Option<String>, CloudError> {
-        for name in self.multi_lb_names() {
+    /// The first of `names` whose LB (our copy) has frontends or rules of the Service.
+    async fn first_holding(&self, names: Vec<String>, base: &str) -> Result<Option<String>, CloudError> {
+        for name in names {
             if let Some(lb) = self.peek_lb(&name).await? {
                 if plan::has_service(&lb, base) {
                     return Ok(Some(name));
@@ -86,16 +106,18 @@ impl LoadBalancerApplier {
         Ok(None)
     }
 
+    /// The configured LB (either kind) the Service is on.
+    pub(super) async fn multi_lb_of(&self, base: &str) -> Result<Option<String>, CloudError> {
+        self.first_holding(self.multi_lb_names(), base).await
+    }
+
     /// The configured LB (public name) of this kind the Service has frontends or rules on.
     async fn multi_current(&self, m: &MultiSlb, base: &str, internal: bool) -> Result<Option<String>, CloudError> {
-        for l in &m.lbs {
-            if let Some(lb) = self.peek_lb(&Self::kind_name(&l.name, internal)).await? {
-                if plan::has_service(&lb, base) {
-                    return Ok(Some(l.name.clone()));
-                }
-            }
-        }
-        Ok(None)
+        let names = m.lbs.iter().map(|l| Self::kind_name(&l.name, internal)).collect();
+        Ok(self
+            .first_holding(names, base)
+            .await?
+            .map(|n| public_name(&n).to_string()))
     }
 
     /// The configured LB (public name) of this kind whose frontend already holds an address the Service
@@ -189,7 +211,6 @@ impl LoadBalancerApplier {
         let eligible = m
             .eligible(&facts)
             .map_err(|e| CloudError::InvalidInput(format!("service {key}: {e}")))?;
-        self.check_multi_request(service, spec)?;
         let mut chosen: Option<String> = None;
         if asks_for_ip(spec) {
             if let Some(w) = wishes {
@@ -244,7 +265,7 @@ impl LoadBalancerApplier {
     }
 
     /// The Service's rules are on its LB (or its ensure failed): it no longer counts as on its way there.
-    pub(super) fn placed(&self, base: &str) {
+    fn placed(&self, base: &str) {
         if self.multi.is_some() {
             let mut pending = self.placing.lock().unwrap_or_else(|p| p.into_inner());
             pending.retain(|_, m| {
@@ -303,7 +324,7 @@ impl LoadBalancerApplier {
         let Some(m) = self.multi() else {
             return Ok(nodes.clone());
         };
-        let public = lower(lb_name.strip_suffix(names::INTERNAL_SUFFIX).unwrap_or(lb_name));
+        let public = lower(public_name(lb_name));
         if let Some(p) = self.node_placement.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             if Arc::ptr_eq(&p.nodes, nodes) {
                 return Ok(p.by_lb.get(&public).cloned().unwrap_or_default());
