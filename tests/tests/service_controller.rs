@@ -108,7 +108,7 @@ async fn panics_are_contained_and_invalid_input_waits_for_a_change() {
             node_sync_period: Duration::from_secs(100),
             labels_matter: false,
         },
-        kube::runtime::events::Recorder::new(client.clone(), "service-controller".into()),
+        ccm::events::Recorder::new(client.clone(), "service-controller"),
         nodes,
         None,
     ));

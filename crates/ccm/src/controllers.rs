@@ -8,11 +8,11 @@
 //!   confirms its instance is gone; a stopped or deallocated instance gets the shutdown taint and (as
 //!   upstream Azure does) `node.kubernetes.io/out-of-service:NoExecute`, both removed when the node is Ready. Errors (throttling, timeouts) never delete anything.
 
+use crate::events::{EventType, Recorder};
 use crate::informer::{NodeChange, NodeInformer};
 use azure_cloud::provider::{CloudError, InstancesV2};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, Taint};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use std::collections::HashMap;
@@ -107,7 +107,7 @@ pub async fn run(client: Client, cloud: Arc<dyn InstancesV2>, timing: Timing, no
 /// Runs cloud-node (initialisation of new Nodes, address refresh) alone until dropped
 /// (`--controllers=*,-cloud-node-lifecycle`).
 pub async fn run_node_controller(client: Client, cloud: Arc<dyn InstancesV2>, timing: Timing, nodes: NodeInformer) {
-    let recorder = Recorder::new(client.clone(), COMPONENT.into());
+    let recorder = Recorder::new(client.clone(), COMPONENT);
     node_controller(client, cloud, recorder, timing, nodes).await
 }
 
@@ -119,7 +119,7 @@ pub async fn run_lifecycle_controller(
     timing: Timing,
     nodes: NodeInformer,
 ) {
-    let recorder = Recorder::new(client.clone(), COMPONENT.into());
+    let recorder = Recorder::new(client.clone(), COMPONENT);
     lifecycle_controller(client, cloud, recorder, timing, nodes).await
 }
 
@@ -135,26 +135,20 @@ pub(crate) fn publish<K: Resource<DynamicType = ()>>(
     reason: &str,
     note: String,
 ) {
-    let e = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
     let reference = obj.object_ref(&());
+    let reason = reason.to_string();
     // At most PENDING_EVENTS wait for the API server at once; beyond that an event is dropped, as client-go's
     // broadcaster drops events when its queue is full (5,000 nodes initialised at start-up would otherwise
     // park 5,000 publishing tasks — hundreds of MiB — behind the API-request limit).
     let Ok(permit) = PENDING_EVENTS.try_acquire() else {
-        tracing::debug!(object = %reference.name.as_deref().unwrap_or_default(), reason = %e.reason, "event queue full; event dropped");
+        tracing::debug!(object = %reference.name.as_deref().unwrap_or_default(), %reason, "event queue full; event dropped");
         return;
     };
     let recorder = recorder.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        if let Err(err) = recorder.publish(&e, &reference).await {
-            tracing::debug!(object = %reference.name.as_deref().unwrap_or_default(), reason = %e.reason, error = %err, "cannot publish event");
+        if let Err(err) = recorder.publish(type_, &reason, &note, &reference).await {
+            tracing::debug!(object = %reference.name.as_deref().unwrap_or_default(), %reason, error = %err, "cannot publish event");
         }
     });
 }
@@ -621,7 +615,7 @@ pub async fn route_controller(
     settings: RouteSettings,
     nodes: NodeInformer,
 ) {
-    let recorder = Recorder::new(client.clone(), "route_controller".into());
+    let recorder = Recorder::new(client.clone(), "route_controller");
     let api: Api<Node> = Api::all(client);
     let mut tick = tokio::time::interval(settings.period);
     nodes.ready().await;

@@ -227,7 +227,7 @@ pub async fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<(), String> {
             node_sync_period: crate::service::NODE_SYNC_PERIOD,
             labels_matter: false,
         },
-        kube::runtime::events::Recorder::new(client.clone(), crate::service::COMPONENT.into()),
+        crate::events::Recorder::new(client.clone(), crate::service::COMPONENT),
         nodes.clone(),
         None,
     )));

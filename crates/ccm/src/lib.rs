@@ -12,6 +12,7 @@ pub mod compat;
 pub mod controllers;
 #[cfg(feature = "simulators")]
 pub mod demo;
+pub mod events;
 pub mod informer;
 pub mod leader;
 pub mod manager;

@@ -380,12 +380,13 @@ pub async fn run(opts: &Options) -> Result<(), String> {
                 );
             }
             if let Some(ss) = service_settings.clone() {
-                let recorder = kube::runtime::events::Recorder::new(client.clone(), crate::service::COMPONENT.into());
+                let recorder = crate::events::Recorder::new(client.clone(), crate::service::COMPONENT);
                 cloud
                     .load_balancers()
-                    .set_event_sink(Arc::new(crate::service::RecorderSink(
-                        kube::runtime::events::Recorder::new(client.clone(), "azure-cloud-provider".into()),
-                    )));
+                    .set_event_sink(Arc::new(crate::service::RecorderSink(crate::events::Recorder::new(
+                        client.clone(),
+                        "azure-cloud-provider",
+                    ))));
                 // serviceNamespaceSelector (multiple standard LBs): the provider reads namespace labels from a
                 // Namespace cache the service controller keeps.
                 let namespaces = cloud.load_balancers().needs_namespace_labels().then(|| {

@@ -9,11 +9,11 @@
 //! - Exhaustion is a `CIDRNotAvailable` Warning event on the Node and a retry later, never a crash.
 //! - `spec.podCIDR(s)` is immutable once set, so a Node is patched once, with every family at once.
 
+use crate::events::{EventType, Recorder};
 use crate::informer::{NodeChange, NodeInformer};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{EventType, Recorder};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
@@ -409,7 +409,7 @@ pub fn pod_cidrs(node: &Node) -> Vec<IpNet> {
 
 /// Runs the controller until dropped (it holds no state that outlives the lease: a new leader rebuilds).
 pub async fn run(client: Client, settings: IpamSettings, nodes: NodeInformer) {
-    let recorder = Recorder::new(client.clone(), COMPONENT.into());
+    let recorder = Recorder::new(client.clone(), COMPONENT);
     let api: Api<Node> = Api::all(client);
     let mut alloc = match RangeAllocator::new(&settings) {
         Ok(a) => a,

@@ -18,6 +18,7 @@
 
 use crate::compat::CompatFlags;
 use crate::controllers::{apply_initialisation, UNINITIALIZED_TAINT};
+use crate::events::{EventType, Recorder};
 use azure_cloud::imds::{local_extra_labels, local_instance_metadata, Imds};
 use azure_cloud::provider::{CloudError, InstanceMetadata, InstancesV2};
 use azure_cloud::AzureCloud;
@@ -25,7 +26,6 @@ use clap::{ArgAction, Parser};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
@@ -223,7 +223,7 @@ pub async fn run(opts: &NodeManagerOptions) -> Result<(), String> {
     .await?;
     let source = source(opts).await?;
     let api: Api<Node> = Api::all(client.clone());
-    let recorder = Recorder::new(client, COMPONENT.into());
+    let recorder = Recorder::new(client, COMPONENT);
     let name = opts.node_name.clone();
     tracing::info!(node = %name, imds = opts.use_instance_metadata, wait_routes = opts.wait_routes, "cloud-node-manager starting");
     // Our own Node only: a watch with a field selector, so a fleet of agents does not each receive every Node.

@@ -10,6 +10,7 @@
 //! node set is also re-synced every 100 s. Services are reconciled by `--concurrent-service-syncs` workers
 //! at once: the provider group-commits their writes, so concurrency costs no extra ARM writes.
 
+use crate::events::{EventType, Recorder};
 use crate::informer::NodeInformer;
 use crate::runtime::{contain, retry_delay, Backoff};
 use azure_cloud::loadbalancer::backends::EXCLUDE_LABEL;
@@ -18,7 +19,6 @@ use azure_cloud::provider::{CloudError, LoadBalancer};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Namespace, Node, Service};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};

@@ -242,3 +242,58 @@ async fn controllers_flag_starts_exactly_the_named_controllers() {
         "cloud-node-lifecycle ran although disabled"
     );
 }
+
+/// The bounded recorder against an API server: a repeat is counted on the first event (`series`), a
+/// different note or object is an event of its own, and an event the API server dropped is created anew.
+#[tokio::test]
+async fn events_are_aggregated_as_series() {
+    use ccm::events::{EventType, Recorder};
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::events::v1::Event;
+    let env = common::env(json!({})).await;
+    let rec = Recorder::new(env.client.clone(), "service-controller");
+    let about = |name: &str| ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Service".into()),
+        namespace: Some("default".into()),
+        name: Some(name.into()),
+        uid: Some(format!("uid-{name}")),
+        ..Default::default()
+    };
+    let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
+    let publish = |type_, reason: &'static str, note: &'static str, name: &'static str| {
+        let rec = rec.clone();
+        async move { rec.publish(type_, reason, note, &about(name)).await.unwrap() }
+    };
+    for _ in 0..3 {
+        publish(EventType::Normal, "EnsuredLoadBalancer", "Ensured load balancer", "web").await;
+    }
+    publish(EventType::Warning, "SyncLoadBalancerFailed", "throttled", "web").await;
+    publish(EventType::Normal, "EnsuredLoadBalancer", "Ensured load balancer", "api").await;
+    let list = events.list(&Default::default()).await.unwrap().items;
+    assert_eq!(list.len(), 3, "{list:?}");
+    let web = list
+        .iter()
+        .find(|e| {
+            e.reason.as_deref() == Some("EnsuredLoadBalancer")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web")
+        })
+        .expect("the web event");
+    assert_eq!(web.series.as_ref().map(|s| s.count), Some(3), "{web:?}");
+    assert_eq!(web.reporting_controller.as_deref(), Some("service-controller"));
+    assert_eq!(web.type_.as_deref(), Some("Normal"));
+    assert_eq!(rec.cached(), 3);
+    // The API server dropped the event (its TTL): the next repeat creates it again.
+    events
+        .delete(web.metadata.name.as_deref().unwrap(), &DeleteParams::default())
+        .await
+        .unwrap();
+    publish(EventType::Normal, "EnsuredLoadBalancer", "Ensured load balancer", "web").await;
+    let again = events.list(&Default::default()).await.unwrap().items;
+    assert_eq!(again.len(), 3, "{again:?}");
+    assert!(again
+        .iter()
+        .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web")
+            && e.reason.as_deref() == Some("EnsuredLoadBalancer")
+            && e.series.is_none()));
+}

@@ -6,12 +6,11 @@
 //! flex handling such VMs are skipped (they are not availability-set nodes).
 
 use super::names::power_state;
-use super::{enum_str, nic_addresses, NodeIps, NodeVm, VmSetError, VmSetKind, VmSetRef, UNKNOWN_REFRESH_INTERVAL};
+use super::{enum_str, NodeIps, NodeVm, VmSetError, VmSetKind, VmSetRef, UNKNOWN_REFRESH_INTERVAL};
 use crate::arm::{
     provider_id_for, ArmError, NetworkInterfaces, PublicIpAddresses, ReadMode, ResourceId, TtlCache, VirtualMachines,
 };
 use azure_mgmt_compute::models as compute;
-use azure_mgmt_network::models as network;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +39,7 @@ pub struct AvailabilitySets {
     pips: Arc<dyn PublicIpAddresses>,
     resource_group: String,
     index: TtlCache<String, VmIndex, ArmError>,
-    nic_lists: TtlCache<String, HashMap<String, network::NetworkInterface>, ArmError>,
+    nic_lists: TtlCache<String, super::NicIndex, ArmError>,
     pip_lists: TtlCache<String, HashMap<String, String>, ArmError>,
     refreshed: super::RefreshLimiter,
     /// Whether VMs of flexible scale sets are nodes.
@@ -156,11 +155,7 @@ impl AvailabilitySets {
         let load_nics = |mode| {
             let rg = nic_rg.clone();
             self.nic_lists.get(&key, mode, move || async move {
-                let list = self.nics.list(&rg).await?;
-                Ok(list
-                    .into_iter()
-                    .filter_map(|n| Some((n.resource.id.clone()?.to_ascii_lowercase(), n)))
-                    .collect::<HashMap<_, _>>())
+                Ok(super::index_nics(self.nics.list(&rg).await?))
             })
         };
         let mut nics = load_nics(ReadMode::Default).await?;
@@ -175,7 +170,7 @@ impl AvailabilitySets {
                 vm.node_name
             )));
         };
-        let (mut ips, public_ids) = nic_addresses(nic);
+        let super::NicAddresses { mut ips, public_ids } = nic.clone();
         for pip_id in public_ids {
             let pip_rg = super::rg_of(&pip_id);
             let pips = self

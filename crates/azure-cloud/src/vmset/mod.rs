@@ -217,8 +217,28 @@ impl VmSet for Dispatch {
     }
 }
 
+/// What is kept of a NIC (the generated model of a 1,000-NIC list is several MiB; this is a few bytes per NIC):
+/// its private addresses and the ids of its public IPs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct NicAddresses {
+    /// Private addresses, primary IP configuration first.
+    pub ips: NodeIps,
+    /// Public IP ids of its IP configurations.
+    pub public_ids: Vec<String>,
+}
+
+/// A NIC list by lower-cased id, as cached by the backends.
+pub(crate) type NicIndex = std::collections::HashMap<String, NicAddresses>;
+
+/// Indexes a NIC list as read.
+pub(crate) fn index_nics(list: Vec<azure_mgmt_network::models::NetworkInterface>) -> NicIndex {
+    list.iter()
+        .filter_map(|n| Some((n.resource.id.as_ref()?.to_ascii_lowercase(), nic_addresses(n))))
+        .collect()
+}
+
 /// Private addresses (v4, v6; primary IP configuration first) and public IP ids of a NIC.
-pub(crate) fn nic_addresses(nic: &azure_mgmt_network::models::NetworkInterface) -> (NodeIps, Vec<String>) {
+pub(crate) fn nic_addresses(nic: &azure_mgmt_network::models::NetworkInterface) -> NicAddresses {
     let mut ips = NodeIps::default();
     let mut public = Vec::new();
     let mut configs: Vec<_> = nic
@@ -246,7 +266,10 @@ pub(crate) fn nic_addresses(nic: &azure_mgmt_network::models::NetworkInterface) 
             public.push(id);
         }
     }
-    (ips, public)
+    NicAddresses {
+        ips,
+        public_ids: public,
+    }
 }
 
 /// NIC ids of a VM's network profile, primary first.

@@ -8,7 +8,6 @@ use crate::arm::{
     VirtualMachineScaleSets,
 };
 use azure_mgmt_compute::models as compute;
-use azure_mgmt_network::models as network;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,7 +58,7 @@ pub struct ScaleSets {
     with_instance_view: bool,
     sets: TtlCache<String, Vec<ScaleSetInfo>, ArmError>,
     instances: TtlCache<Key, InstanceIndex, ArmError>,
-    nic_lists: TtlCache<Key, HashMap<String, network::NetworkInterface>, ArmError>,
+    nic_lists: TtlCache<Key, super::NicIndex, ArmError>,
     refreshed: super::RefreshLimiter,
 }
 
@@ -267,11 +266,7 @@ impl ScaleSets {
         let load = |mode| {
             let (rg, ss) = (rg.clone(), ss.clone());
             self.nic_lists.get(&key, mode, move || async move {
-                let list = self.nics.list_scale_set_nics(&rg, &ss).await?;
-                Ok(list
-                    .into_iter()
-                    .filter_map(|n| Some((n.resource.id.clone()?.to_ascii_lowercase(), n)))
-                    .collect::<HashMap<_, _>>())
+                Ok(super::index_nics(self.nics.list_scale_set_nics(&rg, &ss).await?))
             })
         };
         let mut nics = load(ReadMode::Default).await?;
@@ -284,7 +279,7 @@ impl ScaleSets {
                 vm.node_name
             )));
         };
-        let (mut ips, public_ids) = super::nic_addresses(nic);
+        let super::NicAddresses { mut ips, public_ids } = nic.clone();
         for pip_id in public_ids {
             // Instance public IPs live under the instance NIC's IP configuration.
             let Ok(p) = ResourceId::parse(&pip_id) else { continue };
