@@ -243,7 +243,21 @@ impl Store {
     pub fn allocate_private_ip(&mut self, subnet_id: &str, prefix: &str) -> Option<Ipv4Addr> {
         let net: Ipv4Net = prefix.parse().ok()?;
         let used = self.subnet_used.entry(subnet_id.to_ascii_lowercase()).or_default();
-        let ip = net.hosts().skip(3).find(|ip| !used.contains(ip))?;
+        // The first host after Azure's reserved ones that is not used: one walk along the ordered set (a
+        // lookup per candidate host was 4% of the simulator's CPU with 5,000 nodes in the subnet).
+        let first = u32::from(net.hosts().nth(3)?);
+        let last = u32::from(net.hosts().next_back()?);
+        let mut candidate = first;
+        for u in used.range(Ipv4Addr::from(first)..).map(|u| u32::from(*u)) {
+            if u != candidate {
+                break;
+            }
+            candidate = candidate.checked_add(1)?;
+        }
+        if candidate > last {
+            return None;
+        }
+        let ip = Ipv4Addr::from(candidate);
         used.insert(ip);
         Some(ip)
     }
@@ -341,6 +355,27 @@ pub fn nic_ids(vm: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_ips_skip_the_reserved_fill_gaps_and_run_out() {
+        let mut st = Store::default();
+        let sub = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/a";
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        // 10.0.0.0/29: hosts .1–.6; Azure keeps .1–.3: .4, .5, .6 are free.
+        assert_eq!(st.allocate_private_ip(sub, "10.0.0.0/29"), Some(ip("10.0.0.4")));
+        st.reserve_private_ip(sub, ip("10.0.0.6"));
+        assert_eq!(st.allocate_private_ip(sub, "10.0.0.0/29"), Some(ip("10.0.0.5")));
+        assert_eq!(st.allocate_private_ip(sub, "10.0.0.0/29"), None, "full");
+        st.release_private_ip(sub, ip("10.0.0.4"));
+        assert_eq!(
+            st.allocate_private_ip(sub, "10.0.0.0/29"),
+            Some(ip("10.0.0.4")),
+            "a released address is reused"
+        );
+        // Subnets are independent; a prefix too small for the reserved addresses has none.
+        assert_eq!(st.allocate_private_ip("other", "10.0.0.0/29"), Some(ip("10.0.0.4")));
+        assert_eq!(st.allocate_private_ip("tiny", "10.0.0.0/30"), None);
+    }
 
     fn ids(v: Vec<&Resource>) -> Vec<String> {
         v.into_iter().map(|r| r.id.clone()).collect()

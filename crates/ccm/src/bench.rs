@@ -325,10 +325,16 @@ impl Ctx {
     fn ips(&self) -> BTreeMap<String, String> {
         self.kube
             .list_map("services", |s| {
-                Some((
-                    s.pointer("/metadata/name")?.as_str()?.to_string(),
-                    s.pointer("/status/loadBalancer/ingress/0/ip")?.as_str()?.to_string(),
-                ))
+                // `get` chains, not `pointer` (which allocates per segment): this runs every half simulated
+                // second over every Service, under kube-sim's lock (11% of the bench process's CPU).
+                let ip = s
+                    .get("status")?
+                    .get("loadBalancer")?
+                    .get("ingress")?
+                    .get(0)?
+                    .get("ip")?
+                    .as_str()?;
+                Some((s.get("metadata")?.get("name")?.as_str()?.to_string(), ip.to_string()))
             })
             .into_iter()
             .collect()
@@ -489,9 +495,11 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         last <= 60.0,
     ));
     let min = ctx.minimum_writes(0..svcs);
+    // The targets: ≤ 210 for 200 Services (the reference scenario), ≤ 1.05 × the minimum from 500 on (#21).
+    let allowed = if svcs >= 500 { min * 105 / 100 } else { min + 7 };
     p.checks.push((
-        format!("writes ≤ {} (minimum {min}; got {})", min + 7, p.writes),
-        p.writes <= min + 7,
+        format!("writes ≤ {allowed} (minimum {min}; got {})", p.writes),
+        p.writes <= allowed,
     ));
     if ctx.lb_count() > 1 {
         // S11: the Services spread over the load balancers within Azure's limits per LB.
