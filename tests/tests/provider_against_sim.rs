@@ -112,7 +112,7 @@ async fn load_balancer_put_followed_through_its_operation_and_if_match() {
                 "protocol": "Tcp", "frontendPort": 80, "backendPort": 80}}],
         }
     });
-    let created = LoadBalancers::create_or_update(c, rg, "kubernetes", &body)
+    let created = LoadBalancers::create_or_update(c, rg, "kubernetes", body)
         .await
         .unwrap();
     // The pipeline followed the operation: it is done now.
@@ -124,12 +124,12 @@ async fn load_balancer_put_followed_through_its_operation_and_if_match() {
     // A write with the ETag read before the first write is refused; the current one succeeds.
     let mut stale = serde_json::to_value(&read).unwrap();
     stale["etag"] = serde_json::json!("W/\"stale\"");
-    let err = LoadBalancers::create_or_update(c, rg, "kubernetes", &stale)
+    let err = LoadBalancers::create_or_update(c, rg, "kubernetes", stale)
         .await
         .unwrap_err();
     assert!(err.is_conflict(), "{err}");
     assert!(created["etag"].is_string());
-    LoadBalancers::create_or_update(c, rg, "kubernetes", &serde_json::to_value(&read).unwrap())
+    LoadBalancers::create_or_update(c, rg, "kubernetes", serde_json::to_value(&read).unwrap())
         .await
         .unwrap();
     // Deleting the PIP while the LB uses it is an ARM error naming the code; deleting the LB works.

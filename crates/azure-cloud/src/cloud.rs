@@ -571,7 +571,35 @@ impl crate::provider::LoadBalancer for AzureCloud {
         self.service_op(
             "services_ensure_loadbalancer",
             service,
+            self.lb.ensure(cluster_name, service, self.lb.intern_nodes(nodes)),
+        )
+        .await
+    }
+
+    async fn ensure_load_balancer_shared(
+        &self,
+        cluster_name: &str,
+        service: &k8s_openapi::api::core::v1::Service,
+        nodes: Arc<Vec<Node>>,
+    ) -> Result<k8s_openapi::api::core::v1::LoadBalancerStatus, CloudError> {
+        self.service_op(
+            "services_ensure_loadbalancer",
+            service,
             self.lb.ensure(cluster_name, service, nodes),
+        )
+        .await
+    }
+
+    async fn update_load_balancer_shared(
+        &self,
+        cluster_name: &str,
+        service: &k8s_openapi::api::core::v1::Service,
+        nodes: Arc<Vec<Node>>,
+    ) -> Result<(), CloudError> {
+        self.service_op(
+            "services_update_loadbalancer",
+            service,
+            self.lb.update(cluster_name, service, nodes),
         )
         .await
     }
@@ -585,7 +613,7 @@ impl crate::provider::LoadBalancer for AzureCloud {
         self.service_op(
             "services_update_loadbalancer",
             service,
-            self.lb.update(cluster_name, service, nodes),
+            self.lb.update(cluster_name, service, self.lb.intern_nodes(nodes)),
         )
         .await
     }

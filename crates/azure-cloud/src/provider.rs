@@ -174,6 +174,27 @@ pub trait LoadBalancer: Send + Sync {
     ) -> Result<(), CloudError>;
     /// Removes what the service owns.
     async fn ensure_load_balancer_deleted(&self, cluster_name: &str, service: &Service) -> Result<(), CloudError>;
+    /// [`LoadBalancer::ensure_load_balancer`] with a node set the caller shares between Services (a
+    /// controller's one list): a provider may keep it instead of copying or comparing it. The default calls
+    /// the slice form.
+    async fn ensure_load_balancer_shared(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+        nodes: std::sync::Arc<Vec<Node>>,
+    ) -> Result<LoadBalancerStatus, CloudError> {
+        self.ensure_load_balancer(cluster_name, service, &nodes).await
+    }
+    /// [`LoadBalancer::update_load_balancer`] with a shared node set (see
+    /// [`LoadBalancer::ensure_load_balancer_shared`]).
+    async fn update_load_balancer_shared(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+        nodes: std::sync::Arc<Vec<Node>>,
+    ) -> Result<(), CloudError> {
+        self.update_load_balancer(cluster_name, service, &nodes).await
+    }
 }
 
 /// Routes (implemented by the routes issue).

@@ -499,7 +499,7 @@ impl Controller {
             );
         }
         self.settings.metrics.lb_synced();
-        match self.lb.ensure_load_balancer(cluster, &svc, &nodes).await {
+        match self.lb.ensure_load_balancer_shared(cluster, &svc, nodes.clone()).await {
             Ok(status) => {
                 if ingress_ips(Some(&status)) != current_ingress(&svc) {
                     self.set_status(&svc, &status).await?;
@@ -603,7 +603,7 @@ impl Controller {
 
     /// Calls UpdateLoadBalancer for every LoadBalancer Service whose load balancer we ensured (concurrently,
     /// `workers` at a time). Services not ensured yet get their nodes when a worker ensures them.
-    async fn update_hosts(&self, nodes: &[Node]) -> bool {
+    async fn update_hosts(&self, nodes: &Arc<Vec<Node>>) -> bool {
         let ensured: HashSet<String> = self
             .synced
             .lock()
@@ -629,7 +629,7 @@ impl Controller {
             let started = std::time::Instant::now();
             let result = self
                 .lb
-                .update_load_balancer(&self.settings.cluster_name, &svc, nodes)
+                .update_load_balancer_shared(&self.settings.cluster_name, &svc, nodes.clone())
                 .await;
             self.settings
                 .metrics

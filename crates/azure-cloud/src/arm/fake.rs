@@ -210,8 +210,8 @@ impl LoadBalancers for FakeArm {
             .map(|v| typed(v, "lb_list"))
             .collect()
     }
-    async fn create_or_update(&self, rg: &str, name: &str, lb: &Value) -> Result<Value, ArmError> {
-        self.put("loadBalancers", rg, name, lb.clone()).await
+    async fn create_or_update(&self, rg: &str, name: &str, lb: Value) -> Result<Value, ArmError> {
+        self.put("loadBalancers", rg, name, lb).await
     }
     async fn delete(&self, rg: &str, name: &str) -> Result<(), ArmError> {
         FakeArm::delete(self, "loadBalancers", rg, name).await

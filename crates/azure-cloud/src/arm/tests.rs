@@ -84,7 +84,7 @@ async fn put_sends_if_match_and_follows_async_operation() {
         .await;
     let c = client(&server, |_| {});
     let t0 = Instant::now();
-    let lb = LoadBalancers::create_or_update(&c, "rg", "kubernetes", &lb_with_etag("W/\"etag-1\""))
+    let lb = LoadBalancers::create_or_update(&c, "rg", "kubernetes", lb_with_etag("W/\"etag-1\""))
         .await
         .unwrap();
     assert_eq!(lb["etag"].as_str(), Some("W/\"etag-2\""));
@@ -119,7 +119,7 @@ async fn a_first_answer_already_terminal_is_not_polled() {
         .create_async()
         .await;
     let c = client(&server, |_| {});
-    LoadBalancers::create_or_update(&c, "rg", "kubernetes", &lb_with_etag("W/\"e1\""))
+    LoadBalancers::create_or_update(&c, "rg", "kubernetes", lb_with_etag("W/\"e1\""))
         .await
         .unwrap();
     put.assert_async().await;
@@ -145,7 +145,7 @@ async fn failed_operation_carries_arm_code_and_message() {
         .create_async()
         .await;
     let c = client(&server, |_| {});
-    let err = LoadBalancers::create_or_update(&c, "rg", "kubernetes", &lb_with_etag("e"))
+    let err = LoadBalancers::create_or_update(&c, "rg", "kubernetes", lb_with_etag("e"))
         .await
         .unwrap_err();
     match &err {
@@ -264,7 +264,7 @@ async fn client_errors_are_never_retried() {
             .create_async()
             .await;
         let c = client(&server, |_| {});
-        let err = LoadBalancers::create_or_update(&c, "rg", "kubernetes", &lb_with_etag("e"))
+        let err = LoadBalancers::create_or_update(&c, "rg", "kubernetes", lb_with_etag("e"))
             .await
             .unwrap_err();
         let kind = match err {

@@ -138,10 +138,14 @@ impl LoadBalancers for AzureClients {
         &self,
         rg: &str,
         name: &str,
-        lb: &serde_json::Value,
+        lb: serde_json::Value,
     ) -> Result<serde_json::Value, ArmError> {
         let p = self.path(LB_PUT, rg, &[("loadBalancers", name)], None)?;
-        self.put(LB_PUT, p, NETWORK_API_VERSION, lb).await
+        let etag = lb.etag().map(str::to_string);
+        let bytes = super::encode(&lb, LB_PUT)?;
+        drop(lb);
+        self.write_bytes(Method::PUT, LB_PUT, p, NETWORK_API_VERSION, bytes, etag.as_deref())
+            .await
     }
     async fn delete(&self, rg: &str, name: &str) -> Result<(), ArmError> {
         let p = self.path(LB_DELETE, rg, &[("loadBalancers", name)], None)?;

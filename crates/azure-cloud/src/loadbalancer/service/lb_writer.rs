@@ -225,7 +225,7 @@ impl LoadBalancerApplier {
                 match self
                     .clients
                     .load_balancers
-                    .create_or_update(self.lb_rg(), lb_name, &lb)
+                    .create_or_update(self.lb_rg(), lb_name, lb)
                     .await
                 {
                     Ok(w) => {

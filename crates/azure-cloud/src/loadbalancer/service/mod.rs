@@ -335,7 +335,7 @@ impl LoadBalancerApplier {
 
     /// The node set as a shared list for the operations that carry it: the same set passed by a burst of
     /// Services is one copy (an interning cache, not state the writers read: each operation carries its set).
-    fn intern_nodes(&self, nodes: &[Node]) -> Arc<Vec<Node>> {
+    pub fn intern_nodes(&self, nodes: &[Node]) -> Arc<Vec<Node>> {
         let mut kept = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let same = kept.as_ref().is_some_and(|k| {
             k.len() == nodes.len()
@@ -437,7 +437,7 @@ impl LoadBalancerApplier {
         &self,
         cluster: &str,
         service: &Service,
-        nodes: &[Node],
+        nodes: Arc<Vec<Node>>,
     ) -> Result<LoadBalancerStatus, CloudError> {
         // Every step below is boxed: a future holds the largest of its steps inline, and 1,000 Services
         // being ensured at once each held ≈ 35 KiB that way (heaptrack); boxed, each holds only the step it is in.
@@ -471,7 +471,6 @@ impl LoadBalancerApplier {
         };
         let (rules, probes) = expected_rules(&spec, &ports, &rctx)
             .map_err(|e| CloudError::InvalidInput(format!("service {key}: {e}")))?;
-        let nodes = self.intern_nodes(nodes);
         let mut on_its_way = None;
         let (lb_name, fronts) = if self.multi().is_some() {
             // Refused before anything is written (no public IP for a Service that cannot be placed).
@@ -578,10 +577,9 @@ impl LoadBalancerApplier {
     }
 
     /// UpdateLoadBalancer: backend membership for a new node set.
-    pub async fn update(&self, cluster: &str, service: &Service, nodes: &[Node]) -> Result<(), CloudError> {
+    pub async fn update(&self, cluster: &str, service: &Service, nodes: Arc<Vec<Node>>) -> Result<(), CloudError> {
         let spec = self.parse(service)?;
         let base = service_base_name(service.metadata.uid.as_deref().unwrap_or_default());
-        let nodes = self.intern_nodes(nodes);
         let lb_name = if self.multi().is_some() {
             // The LB it is on; one it is not on yet gets its nodes with its next ensure.
             match self.multi_lb_of(&base).await? {
