@@ -339,6 +339,7 @@ fn set_retry_after(s: &Shared, r: &mut Response, sim_ms: u64, min_secs: u64) {
 }
 
 async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let _in_flight = crate::InFlight::enter(&s);
     let arrived_ms = s.clock.now_ms();
     if !s.opts.latency.is_zero() {
         tokio::time::sleep(s.opts.latency).await;

@@ -215,6 +215,27 @@ pub(crate) struct Shared {
     /// The VM IMDS answers for (`/metadata/instance`).
     pub imds_vm: Mutex<Option<String>>,
     pub op_counter: Mutex<u64>,
+    /// Requests being handled: the next arrival number and the numbers not finished (recorded) yet.
+    pub in_flight: Mutex<(u64, std::collections::BTreeSet<u64>)>,
+}
+
+/// Marks a request as being handled until dropped (after its call is recorded, or when it is cancelled).
+pub(crate) struct InFlight<'a>(&'a Shared, u64);
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn enter(s: &'a Shared) -> Self {
+        let mut g = lock(&s.in_flight);
+        let n = g.0;
+        g.0 += 1;
+        g.1.insert(n);
+        Self(s, n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.in_flight).1.remove(&self.1);
+    }
 }
 
 /// A running simulator. Dropping it stops the server.
@@ -268,6 +289,7 @@ impl AzureSim {
             cluster,
             imds_vm: Mutex::new(imds_vm),
             op_counter: Mutex::new(0),
+            in_flight: Mutex::new((0, Default::default())),
         });
         let app = arm::router(shared.clone());
         let (ca_pem, task) = if shared.opts.https {
@@ -374,6 +396,21 @@ impl AzureSim {
         };
         let text = serde_json::to_string_pretty(&self.azure_json(ca_path.as_deref())).unwrap_or_default();
         std::fs::write(path, text)
+    }
+
+    /// Waits (at most `max`, real time) until every request that arrived before this call is answered and
+    /// recorded. A request's change is visible in the store a moment before its call is in the log; a
+    /// benchmark that sees the change and then counts calls must wait for this first.
+    pub async fn settled(&self, max: std::time::Duration) {
+        let before = lock(&self.shared.in_flight).0;
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let oldest = lock(&self.shared.in_flight).1.first().copied();
+            if oldest.is_none_or(|o| o >= before) || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// Every call recorded so far.

@@ -206,12 +206,16 @@ impl Ctx {
         }
     }
 
-    fn measure(&self, name: &str, started: Instant) -> Phase {
+    async fn measure(&self, name: &str, started: Instant) -> Phase {
         let mut p = Phase {
             name: name.into(),
             sim_seconds: started.elapsed().as_secs_f64() * self.args.time_scale,
             ..Default::default()
         };
+        // A change is visible in azure-sim's store a moment before its call is logged: count once every
+        // request that arrived so far is recorded (else, on a busy machine, the write that ended the phase
+        // was counted in the next one).
+        self.sim.settled(std::time::Duration::from_secs(2)).await;
         for c in self.sim.calls().into_iter().filter(|c| c.is_arm()) {
             if c.operation == "poll" {
                 p.polls += 1;
@@ -428,7 +432,7 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
     if ctx.with_routes() {
         ctx.wait("a route per node", 600.0, |c| c.routes() == n).await?;
     }
-    let mut p = ctx.measure("start-up: initialise all nodes", t);
+    let mut p = ctx.measure("start-up: initialise all nodes", t).await;
     let (rt_reads, rt_writes) = (
         p.by_op.get("GET Microsoft.Network/routeTables").copied().unwrap_or(0),
         p.by_op.get("PUT Microsoft.Network/routeTables").copied().unwrap_or(0),
@@ -479,7 +483,7 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         }
         tokio::time::sleep(ctx.poll()).await;
     }
-    let mut p = ctx.measure(&format!("S2: {svcs} Services created at once"), t);
+    let mut p = ctx.measure(&format!("S2: {svcs} Services created at once"), t).await;
     let mut times: Vec<f64> = first_seen.values().copied().collect();
     times.sort_by(|a, b| a.total_cmp(b));
     p.notes.push(format!(
@@ -534,7 +538,9 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         ctx.sim.reset_calls();
         let t = Instant::now();
         tokio::time::sleep(ctx.real(rest)).await;
-        let mut p = ctx.measure(&format!("S5: at rest for {} simulated minutes", rest / 60.0), t);
+        let mut p = ctx
+            .measure(&format!("S5: at rest for {} simulated minutes", rest / 60.0), t)
+            .await;
         p.checks.push((format!("writes = 0 (got {})", p.writes), p.writes == 0));
         let budget = (150.0 * rest / 3600.0).ceil() as usize;
         p.checks
@@ -570,7 +576,7 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
             c.initialised() == total && c.pool_size() == total
         })
         .await?;
-        let mut p = ctx.measure(&format!("S4: +{} nodes", added.len()), t);
+        let mut p = ctx.measure(&format!("S4: +{} nodes", added.len()), t).await;
         // The new nodes reached the pool before this phase ended (the wait above): the writes that did it are
         // LB PUTs or pool child-resource PUTs.
         let lb_puts = p.by_op.get("PUT Microsoft.Network/loadBalancers").copied().unwrap_or(0)
@@ -609,10 +615,12 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
             ctx.set_ready(d, false)?;
         }
         tokio::time::sleep(ctx.real(600.0)).await;
-        let mut p = ctx.measure(
-            &format!("S6: {} nodes NotReady for 10 simulated minutes", down.len()),
-            t,
-        );
+        let mut p = ctx
+            .measure(
+                &format!("S6: {} nodes NotReady for 10 simulated minutes", down.len()),
+                t,
+            )
+            .await;
         let remaining = ctx.kube.list("nodes").len();
         p.checks
             .push((format!("no Node deleted ({remaining} of {total})"), remaining == total));
@@ -668,7 +676,9 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut p = ctx.measure(&format!("S1: cold start with {total} nodes and {svcs} Services"), t);
+        let mut p = ctx
+            .measure(&format!("S1: cold start with {total} nodes and {svcs} Services"), t)
+            .await;
         p.checks.push((format!("writes = 0 (got {})", p.writes), p.writes == 0));
         // 1 scale-set list, an instance and a NIC list per scale set, LB, NSG, PIP list (+ the route table).
         let min = 1 + 2 * sets + 2 * ctx.lb_count() as usize + 2 + usize::from(ctx.with_routes());
@@ -701,10 +711,14 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
             .await;
         ctx.sim.set_faults(vec![]);
         wait?;
-        let mut p = ctx.measure(
-            &format!("S9: throttle storm (20% of network PUTs → 429, Retry-After 2 s real) with {more} new Services"),
-            t,
-        );
+        let mut p = ctx
+            .measure(
+                &format!(
+                    "S9: throttle storm (20% of network PUTs → 429, Retry-After 2 s real) with {more} new Services"
+                ),
+                t,
+            )
+            .await;
         // Requests sent to a throttled bucket inside its Retry-After window, judged at the simulator: a window
         // opens when a 429 answer for network writes leaves the simulator and lasts its Retry-After. Writes
         // arriving in its first 100 ms (real) were on their way while the client read the 429 (on this
@@ -778,7 +792,7 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         ctx.wait("every Service deleted", 3600.0, |c| c.kube.list("services").is_empty())
             .await?;
         ctx.wait("no Azure leftovers", 600.0, |c| c.leftovers() == 0).await?;
-        let mut p = ctx.measure(&format!("S8: {want} Services deleted at once"), t);
+        let mut p = ctx.measure(&format!("S8: {want} Services deleted at once"), t).await;
         let min = ctx.minimum_writes(0..want as u32);
         p.checks.push((
             // Deletions reach the workers as watch events over a second or so; the first of a burst go alone.

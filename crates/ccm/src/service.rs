@@ -540,8 +540,9 @@ impl Controller {
             let key = self.queue.next().await;
             self.settings.metrics.set_depth(COMPONENT, self.queue.len());
             let started = std::time::Instant::now();
-            // A panic costs this key a retry, not the worker: the key is released below either way.
-            let result = match contain(self.sync(&key)).await {
+            // A panic costs this key a retry, not the worker: the key is released below either way. The sync is
+            // boxed: 1,000 idle workers would otherwise each hold its largest state inline (8 MiB).
+            let result = match contain(Box::pin(self.sync(&key))).await {
                 Ok(r) => r,
                 Err(panic) => {
                     tracing::error!(service = %key, panic = %panic, "service sync panicked; retrying with backoff");
