@@ -160,6 +160,10 @@ impl Ctx {
         } else {
             cmd.arg("--configure-cloud-routes=false");
         }
+        // Its own process group: stopping it stops a wrapper's child too (a profiler started through a shell
+        // script left the CCM running after the bench).
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .args(["--cloud-config", &self.config.display().to_string()])
             .args(["--kubeconfig", &self.kubeconfig.display().to_string()])
@@ -201,6 +205,28 @@ impl Ctx {
     fn stop_ccm(&mut self) {
         self.rss();
         if let Some(mut c) = self.ccm.take() {
+            // SIGTERM to the CCM process(es) of the group (a wrapper such as a profiler then finishes and
+            // writes its data), then, once the group is empty or after 30 s, SIGKILL to whatever is left.
+            #[cfg(target_os = "linux")]
+            if let Ok(pgid) = i32::try_from(c.id()) {
+                let exe = std::env::current_exe().ok();
+                for p in group_members(pgid) {
+                    if exe.is_some() && std::fs::read_link(format!("/proc/{p}/exe")).ok() == exe {
+                        // SAFETY: kill(2) on a process of the group created for the child; no memory involved.
+                        unsafe { libc::kill(p, libc::SIGTERM) };
+                    }
+                }
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while Instant::now() < deadline {
+                    let _ = c.try_wait();
+                    if group_members(pgid).is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                // SAFETY: as above, on the whole group.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -979,4 +1005,21 @@ pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<bool, String> 
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(ok)
+}
+
+/// Live processes of a process group (zombies excluded), from /proc.
+#[cfg(target_os = "linux")]
+fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            // After the command name (which may hold spaces): state, ppid, pgrp, ...
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.len() > 2 && fields[0] != "Z" && fields[2].parse::<i32>().ok() == Some(pgid)
+        })
+        .collect()
 }
