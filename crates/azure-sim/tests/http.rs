@@ -1246,3 +1246,32 @@ async fn a_subscription_in_another_tenant_needs_its_tokens() {
         .await;
     assert!(s.is_success(), "{s} {v}");
 }
+
+/// `settled` waits for the requests that arrived before it to be answered and logged, and no longer.
+#[tokio::test]
+async fn settled_waits_for_requests_in_flight_to_be_logged() {
+    let t = start(SimOptions {
+        latency: Duration::from_millis(2000),
+        ..Default::default()
+    })
+    .await;
+    let path = t.net("publicIPAddresses");
+    let before = t.sim.calls().len();
+    let t = std::sync::Arc::new(t);
+    let req = {
+        let t = t.clone();
+        tokio::spawn(async move { t.get(&path, NET).await })
+    };
+    // The request is inside the simulator (its latency) and not logged yet.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(t.sim.calls().len(), before, "not logged while in flight");
+    let started = std::time::Instant::now();
+    t.sim.settled(Duration::from_secs(5)).await;
+    assert_eq!(t.sim.calls().len(), before + 1, "logged once settled");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert_eq!(req.await.unwrap().0, StatusCode::OK);
+    // Nothing in flight: returns at once.
+    let started = std::time::Instant::now();
+    t.sim.settled(Duration::from_secs(5)).await;
+    assert!(started.elapsed() < Duration::from_millis(100));
+}
