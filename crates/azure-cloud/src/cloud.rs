@@ -568,12 +568,8 @@ impl crate::provider::LoadBalancer for AzureCloud {
         service: &k8s_openapi::api::core::v1::Service,
         nodes: &[Node],
     ) -> Result<k8s_openapi::api::core::v1::LoadBalancerStatus, CloudError> {
-        self.service_op(
-            "services_ensure_loadbalancer",
-            service,
-            self.lb.ensure(cluster_name, service, self.lb.intern_nodes(nodes)),
-        )
-        .await
+        self.ensure_load_balancer_shared(cluster_name, service, self.lb.intern_nodes(nodes))
+            .await
     }
 
     async fn ensure_load_balancer_shared(
@@ -610,12 +606,8 @@ impl crate::provider::LoadBalancer for AzureCloud {
         service: &k8s_openapi::api::core::v1::Service,
         nodes: &[Node],
     ) -> Result<(), CloudError> {
-        self.service_op(
-            "services_update_loadbalancer",
-            service,
-            self.lb.update(cluster_name, service, self.lb.intern_nodes(nodes)),
-        )
-        .await
+        self.update_load_balancer_shared(cluster_name, service, self.lb.intern_nodes(nodes))
+            .await
     }
 
     async fn ensure_load_balancer_deleted(

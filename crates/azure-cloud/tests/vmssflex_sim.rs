@@ -59,6 +59,15 @@ fn vm_id(sim: &AzureSim, name: &str) -> String {
     format!("{}/providers/Microsoft.Compute/virtualMachines/{name}", rg_id(sim))
 }
 
+/// The flexible scale set as stored.
+fn flexpool(sim: &AzureSim) -> serde_json::Value {
+    sim.resource(
+        &sim.cluster()
+            .id("Microsoft.Compute", "virtualMachineScaleSets/flexpool"),
+    )
+    .unwrap()
+}
+
 fn arm_reads(sim: &AzureSim) -> Vec<String> {
     sim.calls()
         .into_iter()
@@ -153,12 +162,7 @@ async fn flex_nodes_instances_zones_and_constant_reads() {
         .unwrap();
     assert!(!fresh.instance_exists_by_provider_id(&pid).await.unwrap());
     // The scale set's capacity followed the deletion.
-    let ss = sim
-        .resource(
-            &sim.cluster()
-                .id("Microsoft.Compute", "virtualMachineScaleSets/flexpool"),
-        )
-        .unwrap();
+    let ss = flexpool(&sim);
     assert_eq!(ss["sku"]["capacity"], 3);
 }
 
@@ -284,12 +288,7 @@ async fn flex_routes_disks_and_node_groups() {
         .any(|i| i.node_name == "flexpool-000005" && i.instance_id == "flexpool_00000005"));
     groups.delete_nodes("flexpool", &["flexpool-000000"]).await.unwrap();
     assert!(sim.resource(&vm_id(&sim, "flexpool_00000000")).is_none());
-    let ss = sim
-        .resource(
-            &sim.cluster()
-                .id("Microsoft.Compute", "virtualMachineScaleSets/flexpool"),
-        )
-        .unwrap();
+    let ss = flexpool(&sim);
     assert_eq!(ss["sku"]["capacity"], 5);
     assert_eq!(groups.instances("flexpool").await.unwrap().len(), 5);
     // A uniform instance list is never asked of a flexible scale set (ARM refuses it).

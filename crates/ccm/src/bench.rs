@@ -202,7 +202,7 @@ impl Ctx {
         phases.push(p);
     }
 
-    fn stop_ccm(&mut self) {
+    async fn stop_ccm(&mut self) {
         self.rss();
         if let Some(mut c) = self.ccm.take() {
             // SIGTERM to the CCM process(es) of the group (a wrapper such as a profiler then finishes and
@@ -222,7 +222,7 @@ impl Ctx {
                     if group_members(pgid).is_empty() {
                         break;
                     }
-                    std::thread::sleep(Duration::from_millis(20));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 // SAFETY: as above, on the whole group.
                 unsafe { libc::kill(-pgid, libc::SIGKILL) };
@@ -678,7 +678,7 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
     // S1: cold start of a new CCM process with everything in place.
     if ctx.wants("S1") {
         let total = ctx.nodes.len();
-        ctx.stop_ccm();
+        ctx.stop_ccm().await;
         ctx.sim.reset_calls();
         let t = Instant::now();
         ctx.spawn_ccm()?;
@@ -830,7 +830,7 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         ctx.finish(&mut phases, p);
     }
 
-    ctx.stop_ccm();
+    ctx.stop_ccm().await;
     Ok(phases)
 }
 
@@ -925,7 +925,7 @@ pub async fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<bool, String> 
         args.lro_ms
     );
     let result = scenarios(&mut ctx).await;
-    ctx.stop_ccm();
+    ctx.stop_ccm().await;
     let phases = match result {
         Ok(p) => p,
         Err(e) => {

@@ -30,7 +30,6 @@ pub const CACHE_CAPACITY: usize = 4096;
 #[derive(Debug, Clone)]
 struct Seen {
     name: Box<str>,
-    namespace: Box<str>,
     count: i32,
     last: Timestamp,
 }
@@ -67,7 +66,7 @@ impl Recorder {
         let repeat = self.remember_repeat(key, now);
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         if let Some(seen) = repeat {
-            let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), &seen.namespace);
+            let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
             let patch = serde_json::json!({
                 "series": EventSeries { count: seen.count, last_observed_time: MicroTime(now) }
             });
@@ -90,7 +89,6 @@ impl Recorder {
             key,
             Seen {
                 name: name.into(),
-                namespace: namespace.into(),
                 count: 1,
                 last: now,
             },
@@ -106,7 +104,7 @@ impl Recorder {
             cache.remove(&key);
             return None;
         }
-        seen.count = seen.count.saturating_add(1).max(2);
+        seen.count = seen.count.saturating_add(1);
         seen.last = now;
         Some(seen.clone())
     }
@@ -193,7 +191,6 @@ mod tests {
     fn seen(last: Timestamp) -> Seen {
         Seen {
             name: "e".into(),
-            namespace: "default".into(),
             count: 1,
             last,
         }

@@ -170,9 +170,9 @@ impl AvailabilitySets {
                 vm.node_name
             )));
         };
-        let super::NicAddresses { mut ips, public_ids } = nic.clone();
-        for pip_id in public_ids {
-            let pip_rg = super::rg_of(&pip_id);
+        let mut ips = nic.ips.clone();
+        for pip_id in &nic.public_ids {
+            let pip_rg = super::rg_of(pip_id);
             let pips = self
                 .pip_lists
                 .get(&pip_rg.to_ascii_lowercase(), ReadMode::Default, || async {

@@ -238,7 +238,7 @@ pub(crate) fn index_nics(list: Vec<azure_mgmt_network::models::NetworkInterface>
 }
 
 /// Private addresses (v4, v6; primary IP configuration first) and public IP ids of a NIC.
-pub(crate) fn nic_addresses(nic: &azure_mgmt_network::models::NetworkInterface) -> NicAddresses {
+fn nic_addresses(nic: &azure_mgmt_network::models::NetworkInterface) -> NicAddresses {
     let mut ips = NodeIps::default();
     let mut public = Vec::new();
     let mut configs: Vec<_> = nic

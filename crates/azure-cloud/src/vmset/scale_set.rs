@@ -279,10 +279,10 @@ impl ScaleSets {
                 vm.node_name
             )));
         };
-        let super::NicAddresses { mut ips, public_ids } = nic.clone();
-        for pip_id in public_ids {
+        let mut ips = nic.ips.clone();
+        for pip_id in &nic.public_ids {
             // Instance public IPs live under the instance NIC's IP configuration.
-            let Ok(p) = ResourceId::parse(&pip_id) else { continue };
+            let Ok(p) = ResourceId::parse(pip_id) else { continue };
             let seg = |t: &str| p.name_of(t).unwrap_or_default().to_string();
             let pip = self
                 .nics

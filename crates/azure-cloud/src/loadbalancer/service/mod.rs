@@ -335,7 +335,7 @@ impl LoadBalancerApplier {
 
     /// The node set as a shared list for the operations that carry it: the same set passed by a burst of
     /// Services is one copy (an interning cache, not state the writers read: each operation carries its set).
-    pub fn intern_nodes(&self, nodes: &[Node]) -> Arc<Vec<Node>> {
+    pub(crate) fn intern_nodes(&self, nodes: &[Node]) -> Arc<Vec<Node>> {
         let mut kept = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let same = kept.as_ref().is_some_and(|k| {
             k.len() == nodes.len()
