@@ -708,9 +708,19 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         p.checks.push((format!("writes = 0 (got {})", p.writes), p.writes == 0));
         // 1 scale-set list, an instance and a NIC list per scale set, LB, NSG, PIP list (+ the route table).
         let min = 1 + 2 * sets + 2 * ctx.lb_count() as usize + 2 + usize::from(ctx.with_routes());
+        // "0 writes" alone would pass for a process that read once and stopped: it must have read what a full
+        // sync needs, and the cluster must still be as it was.
         p.checks.push((
-            format!("reads ≤ 2 × minimum {min} (got {})", p.reads),
-            p.reads <= 2 * min,
+            format!("minimum {min} ≤ reads ≤ 2 × minimum (got {})", p.reads),
+            (min..=2 * min).contains(&p.reads),
+        ));
+        let (with_ip, services) = (ctx.ips().len(), ctx.kube.list("services").len());
+        let pooled = ctx.pool_size();
+        p.checks.push((
+            format!(
+                "every Service keeps its IP ({with_ip} of {services}) and every node its pool ({pooled} of {total})"
+            ),
+            with_ip == services && pooled == total,
         ));
         ctx.finish(&mut phases, p);
     }
