@@ -379,6 +379,18 @@ impl Ctx {
         )
     }
 
+    /// The check that the cluster is as the CCM left it: every Service has its IP and every node is pooled.
+    fn intact(&self) -> (String, bool) {
+        let (with_ip, services) = (self.ips().len(), self.kube.list("services").len());
+        let (pooled, total) = (self.pool_size(), self.nodes.len());
+        (
+            format!(
+                "every Service keeps its IP ({with_ip} of {services}) and every node its pool ({pooled} of {total})"
+            ),
+            with_ip == services && pooled == total,
+        )
+    }
+
     /// Nodes in the public load balancers' pools (each node is in one).
     fn pool_size(&self) -> usize {
         self.lb_names()
@@ -571,6 +583,8 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
         let budget = (150.0 * rest / 3600.0).ceil() as usize;
         p.checks
             .push((format!("reads ≤ {budget} (got {})", p.reads), p.reads <= budget));
+        // 0 writes paired with: the cluster is still in its desired state.
+        p.checks.push(ctx.intact());
         ctx.finish(&mut phases, p);
     }
 
@@ -714,14 +728,7 @@ async fn scenarios(ctx: &mut Ctx) -> Result<Vec<Phase>, String> {
             format!("minimum {min} ≤ reads ≤ 2 × minimum (got {})", p.reads),
             (min..=2 * min).contains(&p.reads),
         ));
-        let (with_ip, services) = (ctx.ips().len(), ctx.kube.list("services").len());
-        let pooled = ctx.pool_size();
-        p.checks.push((
-            format!(
-                "every Service keeps its IP ({with_ip} of {services}) and every node its pool ({pooled} of {total})"
-            ),
-            with_ip == services && pooled == total,
-        ));
+        p.checks.push(ctx.intact());
         ctx.finish(&mut phases, p);
     }
 
