@@ -322,15 +322,13 @@ fn retry_after_secs(s: &Shared, sim_ms: u64) -> u64 {
     s.clock.to_real(Duration::from_millis(sim_ms)).as_secs_f64().ceil() as u64
 }
 
-/// `Retry-After` (whole seconds, at least `min_secs`) and `retry-after-ms` (Azure SDKs read it first): with
-/// a sped-up clock, whole seconds alone would stretch every short wait to one real second.
+/// `Retry-After` (whole seconds) and `retry-after-ms` (Azure SDKs read it first) for a wait of at least
+/// `min_secs` simulated seconds (ARM's throttling answers whole seconds). With a sped-up clock, whole real
+/// seconds alone would stretch every short wait to one real second: ten simulated seconds at 10×.
 fn set_retry_after(s: &Shared, r: &mut Response, sim_ms: u64, min_secs: u64) {
-    let secs = retry_after_secs(s, sim_ms).max(min_secs);
-    let ms = s
-        .clock
-        .to_real(Duration::from_millis(sim_ms))
-        .as_millis()
-        .max(u128::from(min_secs) * 1000);
+    let sim_ms = sim_ms.max(min_secs.saturating_mul(1000));
+    let secs = retry_after_secs(s, sim_ms);
+    let ms = s.clock.to_real(Duration::from_millis(sim_ms)).as_millis();
     for (name, v) in [("retry-after", secs.to_string()), ("retry-after-ms", ms.to_string())] {
         if let Ok(v) = HeaderValue::from_str(&v) {
             r.headers_mut().insert(name, v);

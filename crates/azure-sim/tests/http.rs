@@ -880,6 +880,31 @@ async fn throttling_headers_and_429() {
 }
 
 #[tokio::test]
+async fn throttling_retry_after_is_in_simulated_seconds() {
+    // ARM answers a throttled call with whole seconds; at 10× one simulated second is 100 ms real, and
+    // `retry-after-ms` (read first by Azure SDKs and by us) says so. `retry-after` stays whole seconds.
+    let t = start(SimOptions {
+        throttling: true,
+        clock_speed: 10.0,
+        ..Default::default()
+    })
+    .await;
+    let path = t.net("publicIPAddresses/p1");
+    let mut throttled = None;
+    for i in 0..400 {
+        let (s, h, _) = t.call(Method::DELETE, &format!("{path}{i}"), NET, None, &[]).await;
+        if s == 429 {
+            throttled = Some(h);
+            break;
+        }
+    }
+    let h = throttled.expect("the subscription delete bucket (200, 10/s) must run out");
+    let ms: u64 = h["retry-after-ms"].to_str().unwrap().parse().unwrap();
+    assert!((100..1000).contains(&ms), "retry-after-ms {ms}");
+    assert_eq!(h["retry-after"].to_str().unwrap(), "1");
+}
+
+#[tokio::test]
 async fn faults_runtime_changes_and_accounting() {
     let t = start(SimOptions::default()).await;
     let pip = t.net("publicIPAddresses/p1");

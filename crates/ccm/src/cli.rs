@@ -196,10 +196,20 @@ pub fn init_logging(opts: &Options) {
     init_logging_with(opts.verbosity, &opts.logging_format);
 }
 
-/// Installs the log subscriber for a klog verbosity and `--logging-format` (`text` or `json`).
+/// Installs the log subscriber for a klog verbosity and `--logging-format` (`text` or `json`). `RUST_LOG`
+/// (tracing's directives, e.g. `info,azure_cloud::arm=debug`) adds per-module levels over the verbosity's;
+/// an invalid value is reported on stderr and ignored.
 pub fn init_logging_with(verbosity: u8, format: &str) {
+    let builder = tracing_subscriber::EnvFilter::builder().with_default_directive(level_for(verbosity).into());
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => builder.parse(&directives).unwrap_or_else(|e| {
+            eprintln!("RUST_LOG={directives:?} is not a valid log filter ({e}); using the verbosity's level");
+            tracing_subscriber::EnvFilter::default().add_directive(level_for(verbosity).into())
+        }),
+        _ => tracing_subscriber::EnvFilter::default().add_directive(level_for(verbosity).into()),
+    };
     let builder = tracing_subscriber::fmt()
-        .with_max_level(level_for(verbosity))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if format.eq_ignore_ascii_case("json") {
         let _ = builder.json().try_init();

@@ -1,12 +1,13 @@
 //! The request pipeline every ARM call goes through:
-//! token bucket (optional, waits) → throttle gate (waits, bounded, else `Throttled`) → bearer token →
+//! token bucket (optional, waits) → throttle gate (waits, bounded, else `Throttled`) → subscription-bucket
+//! pacer (waits for ARM's refill, bounded, else `Throttled`) → bearer token →
 //! send → learn from `x-ms-ratelimit-remaining-*` / 429 → retry 408/500/502/503/504 and connection
 //! errors with exponential backoff and jitter → map 404/412/other errors → follow long-running
 //! operations to the end → metrics.
 
 use super::error::ArmError;
 use super::metrics::{ArmLabels, ArmMetrics, ArmOutcome, RequestLabels};
-use super::throttle::{retry_after, Access, GateSettings, RateLimiters, ThrottleGates};
+use super::throttle::{retry_after, Access, Charge, GateSettings, RateLimiters, ThrottleGates};
 use crate::auth::{AuthError, Credential};
 use crate::secret::Secret;
 use bytes::Bytes;
@@ -501,6 +502,18 @@ impl ArmClient {
                 retry_after: wait,
             }));
         }
+        let charge = Charge::of(&req.method);
+        let ticket = match self.gates.pace(subscription_of(url.path()), charge).await {
+            Ok(t) => t,
+            Err(wait) => {
+                return Attempt::Done(Err(ArmError::Throttled {
+                    operation,
+                    resource,
+                    bucket: format!("subscription/{charge:?}").to_lowercase(),
+                    retry_after: wait,
+                }))
+            }
+        };
         let (primary, auxiliary) = self.token_sources(url);
         let auth_failed = |e: AuthError| {
             Attempt::Done(Err(ArmError::Auth {
@@ -561,6 +574,7 @@ impl ArmClient {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         self.gates.observe(req.op.provider, access, status, &headers);
+        self.gates.learn(&ticket, status, &headers);
         if (300..400).contains(&status) {
             // Redirects are never followed: a token must not follow a `Location` elsewhere.
             let location = headers
