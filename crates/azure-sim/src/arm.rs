@@ -409,6 +409,7 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
         Err(t) => {
             let mut r = arm_error(StatusCode::TOO_MANY_REQUESTS, t.code, &t.message);
             set_retry_after(&s, &mut r, t.wait_ms, 1);
+            insert_headers(&mut r, &t.headers);
             return finish(r);
         }
     };
@@ -430,15 +431,19 @@ async fn handle(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers:
             dispatch(&s, &method, &t, &q, &headers, &body)
         }
     };
-    for (k, v) in rl_headers {
+    insert_headers(&mut resp, &rl_headers);
+    finish(resp)
+}
+
+fn insert_headers(r: &mut Response, headers: &[(String, String)]) {
+    for (k, v) in headers {
         if let (Ok(name), Ok(value)) = (
             axum::http::HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(&v),
+            HeaderValue::from_str(v),
         ) {
-            resp.headers_mut().insert(name, value);
+            r.headers_mut().insert(name, value);
         }
     }
-    finish(resp)
 }
 
 async fn inject(s: &Shared, f: FaultKind) -> Response {

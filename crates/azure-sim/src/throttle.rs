@@ -157,6 +157,9 @@ pub struct Throttled {
     pub code: &'static str,
     /// Message (names the bucket).
     pub message: String,
+    /// `x-ms-ratelimit-remaining-subscription-*` as ARM sends it on a 429 too: 0 when the subscription
+    /// bucket refused, its count when a resource provider's bucket did.
+    pub headers: Vec<(String, String)>,
 }
 
 /// The model.
@@ -209,12 +212,16 @@ impl ThrottleModel {
             )]);
         }
         // Check every bucket first; charge only when all have a token.
+        let mut sub_left = 0;
         for (p, key) in &policies {
             let b = self
                 .buckets
                 .entry((p.name.to_string(), key.clone()))
                 .or_insert_with(|| Bucket::new(p.cap, p.refill, p.window_ms));
             b.refill(now_ms);
+            if p.name == sub.name {
+                sub_left = b.tokens.max(0.0) as u64;
+            }
             let wait = b.wait_ms();
             if wait > 0 {
                 let code = if provider.eq_ignore_ascii_case("Microsoft.Compute") && p.name != sub.name {
@@ -235,6 +242,7 @@ impl ThrottleModel {
                         },
                         wait
                     ),
+                    headers: vec![(format!("x-ms-ratelimit-remaining-{}", sub.name), sub_left.to_string())],
                 });
             }
         }

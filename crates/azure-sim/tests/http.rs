@@ -902,6 +902,11 @@ async fn throttling_retry_after_is_in_simulated_seconds() {
     let ms: u64 = h["retry-after-ms"].to_str().unwrap().parse().unwrap();
     assert!((100..1000).contains(&ms), "retry-after-ms {ms}");
     assert_eq!(h["retry-after"].to_str().unwrap(), "1");
+    // As ARM: the 429 says which bucket is empty (the subscription's, here).
+    assert_eq!(
+        h["x-ms-ratelimit-remaining-subscription-deletes"].to_str().unwrap(),
+        "0"
+    );
 }
 
 #[tokio::test]

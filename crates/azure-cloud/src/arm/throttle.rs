@@ -87,10 +87,16 @@ impl ThrottleGates {
     /// a 429's `Retry-After`.
     pub fn learn(&self, ticket: &Ticket, status: u16, headers: &HeaderMap) {
         let now = Instant::now();
-        if status == 429 {
+        let remaining = paced_remaining(headers, ticket.pacer.charge);
+        if status == 429 && remaining.unwrap_or(0) == 0 {
+            // The subscription bucket is empty (count 0) or may be (no count): hold the line until
+            // Retry-After only when ARM says so; otherwise go on one request at a time until an answer
+            // shows the count. A 429 with a count left came from a resource provider's own bucket,
+            // which the provider gate handles.
             let wait = retry_after(headers).unwrap_or(self.settings.default_retry_after);
-            ticket.pacer.throttled(ticket, wait, now);
-        } else if let Some(remaining) = paced_remaining(headers, ticket.pacer.charge) {
+            let hold = if remaining == Some(0) { wait } else { Duration::ZERO };
+            ticket.pacer.throttled(ticket, hold, now);
+        } else if let Some(remaining) = remaining {
             ticket.pacer.observe(ticket, remaining, now);
         }
     }
@@ -463,11 +469,15 @@ impl Pacer {
         self.news.notify_one();
     }
 
-    /// A 429 on `ticket`: the bucket holds its next token in `retry_after`.
+    /// A 429 on `ticket`: the bucket holds at most its next token in `retry_after` (zero: now).
     fn throttled(&self, ticket: &Ticket, retry_after: Duration, now: Instant) {
         let mut s = self.state();
         let until = crate::clock::instant_after(now, retry_after);
-        s.tokens = Self::left(&s, 1.0);
+        s.tokens = if retry_after.is_zero() {
+            s.tokens.min(Self::left(&s, 1.0))
+        } else {
+            Self::left(&s, 1.0)
+        };
         s.at = s.at.max(until);
         s.newest_seen = s.newest_seen.max(ticket.seq);
         s.anchor = None;
@@ -720,12 +730,35 @@ mod tests {
         assert_eq!(t1.elapsed(), Duration::ZERO);
         // A 429 holds everything until its Retry-After; then one token, then the refill rate.
         let t = gates.pace("sub", Charge::Writes).await.unwrap();
-        gates.learn(&t, 429, &headers(&[("retry-after", "3")]));
+        let empty = [
+            ("retry-after", "3"),
+            ("x-ms-ratelimit-remaining-subscription-writes", "0"),
+        ];
+        gates.learn(&t, 429, &headers(&empty));
+        drop(t);
         let t2 = Instant::now();
         gates.pace("sub", Charge::Writes).await.unwrap();
         assert_eq!(t2.elapsed(), Duration::from_secs(3));
         gates.pace("sub", Charge::Writes).await.unwrap();
         assert_eq!(t2.elapsed(), Duration::from_millis(3100));
+        // A 429 from a resource provider's own bucket (150 subscription writes left) does not hold the
+        // subscription's line; one without a count lets requests go one at a time.
+        let t = gates.pace("sub", Charge::Writes).await.unwrap();
+        let provider = [
+            ("retry-after", "30"),
+            ("x-ms-ratelimit-remaining-subscription-writes", "150"),
+        ];
+        gates.learn(&t, 429, &headers(&provider));
+        drop(t);
+        let t3 = Instant::now();
+        let t = gates.pace("sub", Charge::Writes).await.unwrap();
+        assert_eq!(t3.elapsed(), Duration::ZERO);
+        gates.learn(&t, 429, &headers(&[("retry-after", "30")]));
+        drop(t);
+        gates.pace("sub", Charge::Writes).await.unwrap();
+        assert_eq!(t3.elapsed(), Duration::ZERO);
+        gates.pace("sub", Charge::Writes).await.unwrap();
+        assert_eq!(t3.elapsed(), Duration::from_millis(100));
     }
 
     #[tokio::test(start_paused = true)]
@@ -809,7 +842,11 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), (0..10).collect::<Vec<_>>());
         // A 429 asking for a minute: beyond the 5 s bound, the caller is told at once.
         let t = gates.pace("sub", Charge::Writes).await.unwrap();
-        gates.learn(&t, 429, &headers(&[("retry-after", "60")]));
+        let empty = [
+            ("retry-after", "60"),
+            ("x-ms-ratelimit-remaining-subscription-writes", "0"),
+        ];
+        gates.learn(&t, 429, &headers(&empty));
         let t0 = Instant::now();
         let wait = gates.pace("sub", Charge::Writes).await.unwrap_err();
         assert_eq!(t0.elapsed(), Duration::ZERO);
