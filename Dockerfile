@@ -12,9 +12,11 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p ccm --no-default-features --bin azure-cloud-controller-manager \
+# `--profile production`: release with fat LTO and one codegen unit (Cargo.toml): the bench binary measured
+# 37.7 → 25.0 MB and 3–4 MiB less resident at 1,000 nodes (docs/benchmarks.md); ≈ 13 min on 2 cores.
+RUN cargo build --profile production --locked -p ccm --no-default-features --bin azure-cloud-controller-manager \
  && mkdir -p /out/usr/local/bin \
- && cp target/release/azure-cloud-controller-manager /out/usr/local/bin/cloud-controller-manager \
+ && cp target/production/azure-cloud-controller-manager /out/usr/local/bin/cloud-controller-manager \
  && ln -s cloud-controller-manager /out/usr/local/bin/cloud-node-manager \
  && ln -s cloud-controller-manager /out/usr/local/bin/azure-cloud-controller-manager
 

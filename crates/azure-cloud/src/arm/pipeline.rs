@@ -504,7 +504,15 @@ impl ArmClient {
         }
         let charge = Charge::of(&req.method);
         let ticket = match self.gates.pace(subscription_of(url.path()), charge).await {
-            Ok(t) => t,
+            Ok(t) => {
+                if t.waited() {
+                    // Held back client-side, as by a token bucket: upstream's `..._ratelimited_count`.
+                    let (labels, arm_labels) = labels_for(req, &self.settings.source);
+                    self.metrics.rate_limited(&labels);
+                    self.metrics.rate_limited_arm(&arm_labels);
+                }
+                t
+            }
             Err(wait) => {
                 return Attempt::Done(Err(ArmError::Throttled {
                     operation,

@@ -271,6 +271,14 @@ pub struct Ticket {
     seq: u64,
     /// When it was let through (ARM charges it about then).
     at: Instant,
+    waited: bool,
+}
+
+impl Ticket {
+    /// Whether the request waited in line for the bucket's refill.
+    pub fn waited(&self) -> bool {
+        self.waited
+    }
 }
 
 impl Drop for Ticket {
@@ -381,11 +389,14 @@ impl Pacer {
     /// Waits in line for a token, at most `max_wait`.
     async fn take(self: &Arc<Self>, max_wait: Duration) -> Result<Ticket, Duration> {
         let deadline = crate::clock::instant_after(Instant::now(), max_wait);
-        let _turn = match self.line.try_lock() {
-            Ok(turn) => turn,
-            Err(_) => tokio::time::timeout_at(deadline, self.line.lock())
-                .await
-                .map_err(|_| max_wait)?,
+        let (_turn, mut waited) = match self.line.try_lock() {
+            Ok(turn) => (turn, false),
+            Err(_) => (
+                tokio::time::timeout_at(deadline, self.line.lock())
+                    .await
+                    .map_err(|_| max_wait)?,
+                true,
+            ),
         };
         loop {
             let now = Instant::now();
@@ -395,10 +406,12 @@ impl Pacer {
                         pacer: self.clone(),
                         seq,
                         at: now,
+                        waited,
                     })
                 }
                 Err(wait) if crate::clock::instant_after(now, wait) > deadline => return Err(wait),
                 Err(wait) => {
+                    waited = true;
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.news.notified() => {}
@@ -688,7 +701,7 @@ mod tests {
         let gates = ThrottleGates::new(GateSettings::default());
         let t0 = Instant::now();
         for _ in 0..200 {
-            gates.pace("sub", Charge::Writes).await.unwrap();
+            assert!(!gates.pace("sub", Charge::Writes).await.unwrap().waited());
         }
         assert_eq!(
             t0.elapsed(),
@@ -696,7 +709,7 @@ mod tests {
             "a full bucket lets 200 writes through at once"
         );
         // Nothing answered yet: the 201st waits for the documented refill (10/s).
-        gates.pace("sub", Charge::Writes).await.unwrap();
+        assert!(gates.pace("sub", Charge::Writes).await.unwrap().waited());
         assert_eq!(t0.elapsed(), Duration::from_millis(100));
         // Reads and deletes, and other subscriptions, are other buckets.
         let t1 = Instant::now();
